@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+# DDS stays on this machine: localhost discovery, shared-memory transport only.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export FASTDDS_BUILTIN_TRANSPORTS ?= SHM
+export PYTHONUNBUFFERED = 1
+VENV := .venv
+PY := $(VENV)/bin/python
+FRAMES ?= 60
+
+.PHONY: setup demo test test-slow bench reliability clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m dvfo_ros.cli.pipeline --frames $(FRAMES) --report out/demo.json
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) -m dvfo_ros.cli.bench --device xavier_nx --model resnet18 --trace dvfo \
+	  --policies dvfo,oracle,edge_only,cloud_only,max_freq,ondemand,dvfs_only,offload_only \
+	  --frames 2000 --json out/bench.json --plot out/bench.png
+
+clean:
+	rm -rf build out

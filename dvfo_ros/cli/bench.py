@@ -1,0 +1,182 @@
+"""dvfo-bench: policies side by side on one device / model / network trace / seed, in the twin.
+
+    dvfo-bench --device xavier_nx --model resnet18 --trace dvfo \\
+               --policies oracle,dvfo,edge_only,cloud_only,max_freq,ondemand --checkpoint dvfo.pt
+
+Every policy meets the same frames (same seed). Learnt policies without a checkpoint are trained
+first for ``--train-steps`` frames on other frames (seed + 1). Prints one table, writes ``--json``
+({"policies": {name: {...}}}) and a Pareto PNG (energy per frame vs p95 latency).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dvfo_ros.cli.train import LEARNT, add_env_args, make_env, train_policy
+
+# Policies that never choose clocks themselves (fixed clocks or the stock governor).
+NO_CLOCK_TUNING = ("edge_only", "cloud_only", "max_freq", "offload_only", "static")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dvfo-bench", description=__doc__.split("\n\n")[0])
+    add_env_args(p)
+    p.add_argument("--policies", default="oracle,dvfo,edge_only,cloud_only,max_freq,ondemand",
+                   help="comma-separated policy_mode names")
+    p.add_argument("--checkpoint", default=None, help="checkpoint for the learnt policy it was trained as")
+    p.add_argument("--frames", type=int, default=1000, help="frames per policy")
+    p.add_argument("--train-steps", type=int, default=20000, help="training frames for learnt policies without a checkpoint")
+    p.add_argument("--time-scale", type=float, default=0.05, help="pacing of in-bench training (see dvfo-train)")
+    p.add_argument("--static", default=None, help='command for "static", JSON, e.g. {"gpu_freq_hz": 6e8}')
+    p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--plot", default=None, help="Pareto PNG (energy J/frame vs p95 latency)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    for name, default in (("gamma", 0.5), ("lr", 1e-3), ("batch_size", 128), ("exploration_steps", 4000),
+                          ("hidden", 128), ("replay_ratio", 4.0), ("learning_starts", 500)):
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=argparse.SUPPRESS)
+    return p
+
+
+def run_bench(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str, Any]]:
+    from dvfo_ros.core.agents import load_checkpoint, make_policy, rollout
+    results: Dict[str, Dict[str, Any]] = {}
+    ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    for name in names:
+        env = make_env(args, args.seed)
+        kw: Dict[str, Any] = {}
+        if name == "oracle":
+            kw["env"] = env
+        if name == "static" and args.static:
+            kw["command"] = json.loads(args.static)
+        if name in LEARNT:
+            if ck is not None and ck["policy"] == name:
+                policy = make_policy(name, env.action_space, checkpoint=args.checkpoint, **ck["config"])
+                source = f"checkpoint {args.checkpoint}"
+            else:
+                train_args = argparse.Namespace(**vars(args))
+                train_args.seed = args.seed + 1
+                policy = train_policy(train_args, name, args.train_steps)["policy"]
+                source = f"trained {args.train_steps} frames"
+            policy.train(False)
+        else:
+            policy = make_policy(name, env.action_space, **kw)
+            source = "rule" if name != "oracle" else "exhaustive search"
+        s = rollout(env, policy, args.frames).summary()
+        policy.close()
+        results[name] = {"energy_j_per_frame": s["energy_j_per_frame"], "latency_ms_mean": s["latency_ms_mean"],
+                         "latency_ms_p95": s["latency_ms_p95"], "accuracy": None,
+                         "accuracy_loss": s["accuracy_loss"], "reward_mean": s["reward_mean"],
+                         "cost_mean": s["cost_mean"], "slo_violations": s["slo_violations"],
+                         "decision_ms_p50": s["decision_ms_p50"], "decision_ms_p99": s["decision_ms_p99"],
+                         "source": source}
+    return results
+
+
+def format_table(results: Dict[str, Dict[str, Any]]) -> str:
+    head = (f"{'policy':<16}{'J/frame':>9}{'lat ms':>8}{'p95 ms':>8}{'acc loss':>9}{'reward':>8}"
+            f"{'cost':>7}{'SLO viol':>9}{'dec p50':>9}{'dec p99':>9}")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        lines.append(f"{name:<16}{r['energy_j_per_frame']:>9.4f}{r['latency_ms_mean']:>8.1f}"
+                     f"{r['latency_ms_p95']:>8.1f}{100 * r['accuracy_loss']:>8.2f}%{r['reward_mean']:>8.3f}"
+                     f"{r['cost_mean']:>7.3f}{r['slo_violations']:>9d}{r['decision_ms_p50']:>8.3f}m"
+                     f"{r['decision_ms_p99']:>8.3f}m")
+    return "\n".join(lines)
+
+
+def ratios(results: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The issue's targets as ratios from this one run."""
+    out = []
+    if "dvfo" in results and "oracle" in results:
+        o = results["oracle"]["cost_mean"]          # energy-latency cost, penalties excluded
+        d = results["dvfo"]
+        gap_reward = (results["oracle"]["reward_mean"] - d["reward_mean"]) / max(abs(results["oracle"]["reward_mean"]), 1e-9)
+        out.append(f"dvfo vs oracle: reward {100 * gap_reward:.1f}% worse, cost "
+                   f"{100 * (d['cost_mean'] - o) / max(o, 1e-9):+.1f}%")
+    base = [n for n in NO_CLOCK_TUNING if n in results]
+    if "dvfo" in results and base:
+        best = min(base, key=lambda n: results[n]["energy_j_per_frame"])
+        b, d = results[best], results["dvfo"]
+        out.append(f"dvfo energy/frame {100 * (1 - d['energy_j_per_frame'] / b['energy_j_per_frame']):+.1f}% below "
+                   f"{best} (lowest-energy policy without clock tuning); p95 {d['latency_ms_p95']:.1f} ms vs "
+                   f"{b['latency_ms_p95']:.1f} ms")
+    if "dvfo" in results:
+        out.append(f"dvfo decision p99: {results['dvfo']['decision_ms_p99']:.3f} ms")
+    return out
+
+
+def plot_pareto(results: Dict[str, Dict[str, Any]], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    pts = [(r["latency_ms_p95"], r["energy_j_per_frame"], n) for n, r in results.items()]
+    for x, y, n in pts:
+        ax.scatter(x, y, s=40)
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = sorted(p for p in pts if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in pts))
+    if len(front) > 1:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
+        ax.legend()
+    ax.set_xlabel("p95 latency (ms)")
+    ax.set_ylabel("energy per frame (J)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.train_steps < 1:
+        parser.error("--frames and --train-steps must be positive")
+    import torch
+    torch.set_num_threads(max(1, args.threads))
+    from dvfo_ros.core.agents import CheckpointError, policy_names
+    from dvfo_ros.core.traces import TraceError
+    from dvfo_ros.core.twin import ProfileError
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    valid = policy_names()
+    unknown = [n for n in names if n not in valid]
+    if not names or unknown:
+        print(f"dvfo-bench: error: unknown policy {', '.join(unknown) or '(none given)'}; "
+              f"choose from {', '.join(valid)}", file=sys.stderr)
+        return 2
+    if args.static:
+        try:
+            if not isinstance(json.loads(args.static), dict):
+                raise ValueError
+        except ValueError:
+            print("dvfo-bench: error: --static must be a JSON object", file=sys.stderr)
+            return 2
+    try:
+        make_env(args, args.seed)
+        results = run_bench(args, names)
+    except (ProfileError, TraceError, CheckpointError, OSError) as exc:
+        print(f"dvfo-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dvfo-bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.device} / {args.model} / trace {args.trace} / seed {args.seed} / {args.frames} frames / "
+          f"eta {args.eta}")
+    print(format_table(results))
+    for line in ratios(results):
+        print(line)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"device": args.device, "model": args.model, "trace": args.trace, "seed": args.seed,
+                       "frames": args.frames, "policies": results}, fh, indent=2)
+    if args.plot:
+        plot_pareto(results, args.plot, f"{args.device} / {args.model} / {args.trace}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

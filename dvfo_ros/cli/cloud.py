@@ -1,0 +1,192 @@
+"""dvfo-cloud: the ZeroMQ cloud server that runs a model's cloud tail on offloaded channels (no ROS).
+
+    dvfo-cloud --bind tcp://127.0.0.1:5555 --model resnet18
+    dvfo-keygen keys --name cloud && dvfo-cloud --bind tcp://0.0.0.0:5555 \\
+        --curve-secret keys/cloud.key_secret --curve-clients keys/robots/
+
+It loads the same model the edge's executor loads (the artifact given, else the one shipped for
+the model, else the untrained zoo model with the same seed), refuses requests for another model,
+split or artifact, and prints "dvfo-cloud ready on <endpoint> (...)" once bound.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+log = logging.getLogger("dvfo_ros.cloud")
+
+_LOOPBACK_PREFIXES = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dvfo-cloud", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint to bind (ROUTER)")
+    p.add_argument("--model", default="resnet18", help="zoo model (ignored when --artifact names one)")
+    p.add_argument("--split", type=int, default=-1, help="split index (-1: the model's default)")
+    p.add_argument("--artifact", default="", help="trained artifact (.pt); '' = the shipped one, else untrained")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of an untrained model")
+    p.add_argument("--input-size", type=int, default=224, help="input side (px) of an untrained model")
+    p.add_argument("--seed", type=int, default=0, help="weight seed of an untrained model (must match the edge)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the tail runs; auto = CUDA when available")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--curve-secret", default="", help="server key file with the secret key (dvfo-keygen)")
+    p.add_argument("--curve-clients", default="",
+                   help="directory of allowed client public keys (*.key); '' = any client (encrypted only)")
+    p.add_argument("--allow-insecure-remote", action="store_true",
+                   help="bind a non-loopback address without CurveZMQ (anyone on the network may use it)")
+    p.add_argument("--deadline-slack-s", type=float, default=0.5,
+                   help="run a request up to this long past its deadline (edge/cloud clock skew)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="most requests run as one batch (BCEdge-style dynamic batching; 1 = off)")
+    p.add_argument("--batch-window-ms", type=float, default=3.0,
+                   help="longest a batch is held open for more requests (only under concurrent load)")
+    p.add_argument("--max-payload-mb", type=float, default=16.0, help="largest request payload accepted")
+    p.add_argument("--stats-every-s", type=float, default=0.0, help="log server stats this often (0 = never)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def is_loopback(endpoint: str) -> bool:
+    return endpoint.startswith(_LOOPBACK_PREFIXES)
+
+
+def load_collab_model(args: argparse.Namespace) -> Any:
+    """The same model the executor would load for these settings (artifact > shipped > zoo)."""
+    from dvfo_ros.core import collab
+    path = args.artifact or collab.default_artifact(args.model)
+    if path:
+        model = collab.CollaborativeModel.from_artifact(path)
+        if args.artifact == "" and model.meta["model"] != args.model:
+            raise collab.ArtifactError(f"shipped artifact {path} holds {model.meta['model']}, not {args.model}")
+        if args.split >= 0 and int(model.meta["split"]) != args.split:
+            raise collab.ArtifactError(f"artifact {path} is cut at split {model.meta['split']}, not {args.split}")
+        return model
+    split = None if args.split < 0 else args.split
+    return collab.CollaborativeModel.from_zoo(args.model, split, args.num_classes, args.input_size, args.seed)
+
+
+def make_tail_runner(model: Any, device: str) -> Tuple[Any, Dict[str, Any]]:
+    """(runner, accept): the runner runs model.cloud_tail; accept pins model/split/artifact/C."""
+    import torch
+
+    model = model.to(device).eval()
+    meta = model.meta
+    accept: Dict[str, Any] = {"model": meta["model"], "split": int(meta["split"]),
+                              "artifact_id": str(meta.get("artifact_id", "")),
+                              "total_channels": int(model.channels)}
+    shape = getattr(model, "feature_shape", None)
+    if shape is not None:
+        accept["hw"] = [int(shape[1]), int(shape[2])]  # a map from another input size is refused
+
+    def runner(header: Dict[str, Any], feat: np.ndarray, channel_idx: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(feat).unsqueeze(0).to(device)
+            idx = torch.from_numpy(channel_idx).to(device)
+            logits = model.cloud_tail(x, idx)
+        return logits[0].float().cpu().numpy()
+
+    return runner, accept
+
+
+def _pick_device(choice: str) -> str:
+    import torch
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def _curve_keys(args: argparse.Namespace) -> Dict[str, Any]:
+    if not args.curve_secret:
+        return {}
+    from dvfo_ros.core.link import load_keypair
+    public, secret = load_keypair(args.curve_secret)
+    if secret is None:
+        raise ValueError(f"{args.curve_secret} holds no secret key (give NAME.key_secret, not NAME.key)")
+    return {"curve_public": public, "curve_secret": secret,
+            "curve_clients_dir": args.curve_clients or None}
+
+
+def _batching(model: Any, device: str, max_batch: int) -> Dict[str, Any]:
+    """CloudServer batching kwargs; batching is used only if it reproduces per-frame results."""
+    if max_batch <= 1:
+        return {}
+    from dvfo_ros.cloud.batching import check_batching, collab_batch_runner
+    problem = check_batching(model, device)
+    if problem:
+        log.warning("dynamic batching off: %s", problem)
+        return {}
+    batch_runner, batch_key = collab_batch_runner(model, device)
+    return {"batch_runner": batch_runner, "batch_key": batch_key, "max_batch": max_batch}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="[dvfo-cloud] %(levelname)s %(message)s")
+    if args.curve_clients and not args.curve_secret:
+        parser.error("--curve-clients needs --curve-secret")
+    if not args.curve_secret and not is_loopback(args.bind) and not args.allow_insecure_remote:
+        parser.error(f"refusing to bind {args.bind} without CurveZMQ keys; give --curve-secret "
+                     "(dvfo-keygen) or --allow-insecure-remote")
+    if args.threads < 1 or args.max_payload_mb <= 0 or args.max_batch < 1 or args.batch_window_ms < 0:
+        parser.error("--threads, --max-payload-mb and --max-batch must be positive, --batch-window-ms >= 0")
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        device = _pick_device(args.device)
+        keys = _curve_keys(args)
+        model = load_collab_model(args)
+        runner, accept = make_tail_runner(model, device)
+        batch = _batching(model, device, args.max_batch)
+        from dvfo_ros.cloud.server import CloudServer
+        from dvfo_ros.core.codec import Limits
+        server = CloudServer(args.bind, runner, accept=accept, deadline_slack_s=args.deadline_slack_s,
+                             limits=Limits(max_payload_bytes=int(args.max_payload_mb * (1 << 20))),
+                             batch_window_ms=args.batch_window_ms, **batch, **keys)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"dvfo-cloud: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    if not server.secure:
+        log.warning("no CurveZMQ keys: traffic is unencrypted and unauthenticated (%s)",
+                    "loopback only" if is_loopback(args.bind) else "--allow-insecure-remote")
+    elif not args.curve_clients:
+        log.warning("CurveZMQ without --curve-clients: encrypted, but any client key is accepted")
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        server.stop()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    batching = f", batch<={server.policy.max_batch}" if server.batching else ""
+    print(f"dvfo-cloud ready on {server.endpoint} ({accept['model']}, split {accept['split']}, {device}"
+          f"{batching}{', curve' if server.secure else ''})", flush=True)
+    thread = server.start_in_thread()
+    last = time.monotonic()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+            if args.stats_every_s > 0 and time.monotonic() - last >= args.stats_every_s:
+                last = time.monotonic()
+                s = server.stats
+                log.info("requests %d answered %d errors %d expired %d batches %d (max %d) clients %d",
+                         s["requests"], s["answered"], s["errors"], s["expired"], s["batches"],
+                         s["max_batch_seen"], len(s["by_client"]))
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    s = server.stats
+    log.info("stopped: requests %d answered %d errors %d", s["requests"], s["answered"], s["errors"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

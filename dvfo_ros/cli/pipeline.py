@@ -1,0 +1,237 @@
+"""dvfo-pipeline: the whole pipeline in one process, without `ros2 launch`.
+
+Runs the same nodes as launch/pipeline.launch.py (dvfo_ros.nodes.graph.NODES) with the same
+config/pipeline.yaml, starts the cloud server as a child process when its endpoint is local and
+nothing answers there, and prints a summary when N frames have their results.
+
+    dvfo-pipeline --frames 100 --set policy.offload_ratio=0.25 --report out/run.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+DEFAULT_PARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "config", "pipeline.yaml")
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def packaged_params_file() -> str:
+    """config/pipeline.yaml of a source checkout, or of the installed share/dvfo_ros on a robot."""
+    if os.path.isfile(DEFAULT_PARAMS):
+        return DEFAULT_PARAMS
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return os.path.join(get_package_share_directory("dvfo_ros"), "config", "pipeline.yaml")
+    except Exception:  # noqa: BLE001
+        raise PipelineError("config/pipeline.yaml not found; pass --params-file") from None
+
+
+def load_params(path: str) -> Dict[str, Dict[str, Any]]:
+    """{node: {param: value}} from a ROS 2 params file (node: ros__parameters: ...; '/**' applies to all)."""
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise PipelineError(f"cannot read params file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise PipelineError(f"params file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise PipelineError(f"params file {path}: expected 'node: ros__parameters: ...' mappings")
+    out: Dict[str, Dict[str, Any]] = {}
+    common = (doc.get("/**") or {}).get("ros__parameters", {})
+    for node, body in doc.items():
+        if node == "/**":
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters", {}), dict):
+            raise PipelineError(f"params file {path}: '{node}' needs a 'ros__parameters' mapping")
+        out[node.lstrip("/")] = dict(common, **body.get("ros__parameters", {}))
+    return out
+
+
+def apply_sets(params: Dict[str, Dict[str, Any]], sets: List[str]) -> None:
+    """--set node.param=value (value parsed as YAML: 0.5, true, text)."""
+    for s in sets:
+        key, sep, raw = s.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot or not node or not name:
+            raise PipelineError(f"--set expects node.param=value, got '{s}'")
+        params.setdefault(node, {})[name] = yaml.safe_load(raw)
+
+
+def _local_endpoint(endpoint: str) -> bool:
+    return endpoint.startswith(("tcp://127.", "tcp://localhost", "ipc://", "inproc://"))
+
+
+def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen]:
+    """Start dvfo-cloud as a child when the endpoint is local and nothing answers there."""
+    ex = p.get("executor", {})
+    endpoint = ex.get("cloud_endpoint", "tcp://127.0.0.1:5555")
+    if not endpoint or not _local_endpoint(endpoint):
+        return None
+    from dvfo_ros.core.link import CloudLink
+    probe = CloudLink(endpoint)
+    try:
+        if probe.ping(0.3):
+            log(f"using the cloud server already answering on {endpoint}")
+            return None
+    finally:
+        probe.close()
+    model = str(ex.get("model", "resnet18"))
+    cmd = [sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, "--model", model]
+    from dvfo_ros.core import collab
+    artifact = ex.get("artifact") or collab.default_artifact(model)
+    if artifact:  # the server must load exactly what the executor loads
+        cmd += ["--artifact", str(artifact)]
+    for flag, key in (("--split", "split_index"), ("--num-classes", "num_classes"),
+                      ("--input-size", "input_size")):
+        v = ex.get(key)
+        if v not in (None, "", -1):
+            cmd += [flag, str(v)]
+    log(f"starting cloud server: {' '.join(cmd[1:])}")
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.monotonic()
+    lines: List[str] = []
+    while time.monotonic() - t0 < 120:
+        line = child.stdout.readline() if child.stdout else ""
+        if not line and child.poll() is not None:
+            raise PipelineError(f"cloud server exited with {child.returncode}: {' | '.join(lines[-3:])}")
+        lines.append(line.strip())
+        if "ready" in line:
+            return child
+    child.terminate()
+    raise PipelineError("cloud server did not report ready within 120 s")
+
+
+def ex_deadline_s(params: Dict[str, Dict[str, Any]]) -> float:
+    return float(params.get("executor", {}).get("deadline_ms", 200.0)) / 1000.0
+
+
+def stop_child(child: Optional[subprocess.Popen]) -> None:
+    if child is None or child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=print) -> Dict[str, Any]:
+    """Build the graph, run until `frames` camera frames have results (or timeout), return the summary."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+
+    from dvfo_ros.core.summary import summarise
+    from dvfo_ros.msg import InferenceResult
+    from dvfo_ros.nodes.graph import NODES
+
+    params.setdefault("camera", {})["max_frames"] = int(frames)
+    child = ensure_cloud(params, log)
+    results: List[Dict[str, Any]] = []
+    nodes: List[Any] = []
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context)
+    try:
+        for spec in NODES:
+            overrides = [Parameter(k, value=v) for k, v in params.get(spec.name, {}).items()]
+            nodes.append(spec.load()(context=context, parameter_overrides=overrides))
+        camera = nodes[0]
+        collector = Node("dvfo_pipeline_summary", context=context)
+        collector.create_subscription(InferenceResult, "dvfo/inference", lambda m: results.append({
+            "seq": m.seq, "total_ms": m.total_ms, "energy_j": m.energy_j, "bytes_sent": m.bytes_sent,
+            "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
+            "offload_ratio": m.offload_ratio}), QoSProfile(depth=1000))
+        nodes.append(collector)
+        executor = SingleThreadedExecutor(context=context)
+        for n in nodes:
+            executor.add_node(n)
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.05)
+
+        spinner = threading.Thread(target=spin, name="dvfo-pipeline-spin", daemon=True)
+        spinner.start()
+        deadline = time.monotonic() + timeout_s
+        grace = None
+        while time.monotonic() < deadline and spinner.is_alive():
+            time.sleep(0.05)
+            done = camera.finished or camera.frames_published >= frames
+            if done and len({r["seq"] for r in list(results)}) >= camera.frames_published:
+                break
+            if done and grace is None:
+                grace = time.monotonic() + max(5.0, 4 * ex_deadline_s(params))
+            if grace is not None and time.monotonic() > grace:
+                break
+        stop.set()
+        spinner.join(timeout=30.0)
+        executor.shutdown(timeout_sec=5.0)
+        gov, ex, pol = nodes[1], nodes[2], nodes[3]
+        return summarise(camera.frames_published, results, pol.params["policy_mode"], gov.params["profile"],
+                         model=ex.model.meta["model"], backend=gov.backend.name,
+                         timing=("twin" if ex.engine.twin is not None else "measured"),
+                         link=(dict(ex.link.stats) if ex.link is not None else {}))
+    finally:
+        for n in reversed(nodes):
+            try:
+                n.destroy_node()
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        try:
+            rclpy.shutdown(context=context)
+        except Exception:  # noqa: BLE001
+            pass
+        stop_child(child)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="dvfo-pipeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=60, help="camera frames to run (default 60)")
+    ap.add_argument("--params-file", default=None, help="ROS 2 params file (default: config/pipeline.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                    help="override one parameter, e.g. policy.offload_ratio=0.25 (repeatable)")
+    ap.add_argument("--report", default=None, help="write the summary as JSON to this file")
+    ap.add_argument("--timeout-s", type=float, default=300.0, help="give up after this long (default 300)")
+    args = ap.parse_args(argv)
+    if args.frames < 1:
+        ap.error("--frames must be >= 1")
+    # Demo defaults keep DDS on this machine; a robot's own settings win when already set.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
+    from dvfo_ros.core.summary import format_table
+    try:
+        params = load_params(args.params_file or packaged_params_file())
+        apply_sets(params, args.set)
+        summary = run(params, args.frames, args.timeout_s,
+                      log=lambda s: print(f"[dvfo-pipeline] {s}", file=sys.stderr, flush=True))
+    except (PipelineError, ValueError, OSError) as e:
+        print(f"dvfo-pipeline: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(format_table(summary))
+    if args.report:
+        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
+        with open(args.report, "w") as f:
+            json.dump(summary, f, indent=2)
+    return 0 if summary["results_out"] == summary["frames_in"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The live side of a policy: named features in, a command out, and a Transition for every step.
+
+The policy node is a shell around this class. It uses the same MDP module (dvfo_ros.core.env) as
+the simulated training environment, so a checkpoint trained in the twin acts the same on a robot.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+POLICY_MODES = ("static", "dvfo", "edge_only", "cloud_only", "max_freq", "ondemand", "dvfs_only",
+                "offload_only", "autoscale", "e2e_rl", "e4", "mcia", "neurosurgeon")
+
+
+@dataclass
+class TransitionRecord:
+    step: int
+    state_names: List[str]
+    state: np.ndarray
+    action: np.ndarray
+    action_values: List[float]
+    reward: float
+    next_state: np.ndarray
+    done: bool = False
+
+
+@dataclass
+class Step:
+    command: Dict[str, float]
+    decision_ms: float
+    transition: Optional[TransitionRecord]
+
+
+class PolicyRuntime:
+    def __init__(self, mode: str, profile: str, checkpoint: str = "", static: Optional[Dict[str, float]] = None,
+                 reward: Optional[Dict[str, float]] = None, learning: bool = False) -> None:
+        from dvfo_ros.core import env
+        from dvfo_ros.core.twin import load_profile
+        self.env = env
+        self.mode = mode
+        self.space = env.ActionSpace.from_profile(load_profile(profile))
+        self.static = dict(static or {})
+        self.reward_cfg = env.RewardConfig()
+        self.set_reward(reward or {})
+        self.learning = learning
+        self.policy = None
+        if mode != "static":
+            from dvfo_ros.core.agents import make_policy
+            self.policy = make_policy(mode, self.space)
+            if checkpoint:
+                self.policy.load(checkpoint)
+        self._prev: Optional[tuple] = None   # (state, action, command)
+        self._last_result: Optional[tuple] = None
+        self.steps = 0
+
+    def set_reward(self, r: Dict[str, float]) -> None:
+        for k, v in r.items():
+            if hasattr(self.reward_cfg, k):
+                setattr(self.reward_cfg, k, float(v))
+
+    def static_command(self) -> Dict[str, float]:
+        s = self.static
+        return {"cpu_freq_hz": s.get("cpu_freq_hz") or self.space.cpu_hz[-1],
+                "gpu_freq_hz": s.get("gpu_freq_hz") or self.space.gpu_hz[-1],
+                "emc_freq_hz": s.get("emc_freq_hz") or self.space.emc_hz[-1],
+                "offload_ratio": float(s.get("offload_ratio", 0.0))}
+
+    def first_action(self) -> Dict[str, float]:
+        if self.policy is None:
+            return self.static_command()
+        return self.space.to_command(self.policy.act(self.env.build_state({})))
+
+    def on_device_state(self, temperature_c: float) -> None:
+        pass
+
+    def on_result(self, energy_j: float, latency_ms: float, fallback: bool) -> None:
+        self._last_result = (float(energy_j), float(latency_ms), bool(fallback))
+
+    def _features(self, f: Dict[str, float]) -> Dict[str, float]:
+        """Add the normalised clock levels the MDP's state uses."""
+        out = dict(f)
+        for d, table in (("cpu", self.space.cpu_hz), ("gpu", self.space.gpu_hz), ("emc", self.space.emc_hz)):
+            hz = f.get(f"{d}_freq_hz", 0.0)
+            if hz and len(table) > 1:
+                idx = int(np.argmin(np.abs(np.asarray(table, dtype=float) - hz)))
+                out[f"{d}_level"] = idx / (len(table) - 1)
+        return out
+
+    def step(self, features: Dict[str, float]) -> Step:
+        feats = self._features(features)
+        state = self.env.build_state(feats)
+        t0 = time.perf_counter()
+        if self.policy is None:
+            command = self.static_command()
+            action = self.space.from_command(command)
+        else:
+            action = self.policy.act(state)
+            command = self.space.to_command(action)
+        decision_ms = (time.perf_counter() - t0) * 1000.0
+        transition = None
+        if self._prev is not None and self._last_result is not None:
+            s, a, cmd = self._prev
+            energy, latency, _ = self._last_result
+            r = float(self.env.reward(energy, latency, 0.0, self.reward_cfg))
+            transition = TransitionRecord(self.steps, list(self.env.STATE_NAMES), s, a,
+                                          [float(cmd[k]) for k in ("cpu_freq_hz", "gpu_freq_hz", "emc_freq_hz",
+                                                                   "offload_ratio")], r, state)
+            if self.learning and self.policy is not None:
+                self.policy.observe(s, a, r, state, False)
+            self.steps += 1
+        self._prev = (state, np.asarray(action), command)
+        return Step(command, decision_ms, transition)
+
+    def close(self) -> None:
+        close = getattr(self.policy, "close", None)
+        if callable(close):
+            close()

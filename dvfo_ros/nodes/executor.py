@@ -1,0 +1,186 @@
+"""executor node: runs every camera frame through the collaborative DNN and reports what it cost.
+
+    ros2 run dvfo_ros executor --ros-args -p model:=resnet18 -p cloud_endpoint:=tcp://10.0.0.5:5555
+Subscribes camera/image_raw, camera/label, dvfo/action, dvfo/device_state; publishes dvfo/inference
+(one InferenceResult for EVERY frame, edge-only when the cloud misses the deadline) and
+dvfo/observation (the state the policy sees). The action that arrives while a frame runs applies
+from the next frame on (DVFO's thinking-while-moving).
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any, Dict, Optional, Tuple
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from dvfo_ros.core import camera as cam
+from dvfo_ros.core.edge import Clocks, EdgeInference
+from dvfo_ros.core.observation import ObservationTracker
+from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
+from dvfo_ros.nodes.params import Param, ParamSet
+
+PARAMS = [
+    Param("model", "resnet18", "zoo model", choices=("resnet18", "mobilenet_v2", "efficientnet_b0"), read_only=True),
+    Param("split_index", -1, "stage index where the model is cut (-1 = the model's default)", -1, 64, read_only=True),
+    Param("artifact", "", "trained model artifact (.pt); '' = the shipped one for the model, else untrained",
+          read_only=True),
+    Param("num_classes", 1000, "classes of an untrained model (ignored with an artifact)", 2, 100000, read_only=True),
+    Param("input_size", 224, "input side in pixels of an untrained model (ignored with an artifact)", 16, 1024,
+          read_only=True),
+    Param("cloud_endpoint", "tcp://127.0.0.1:5555", "ZeroMQ endpoint of the cloud server ('' = edge only)",
+          read_only=True),
+    Param("deadline_ms", 200.0, "per-frame deadline for the cloud part; later answers are dropped", 1.0, 10000.0),
+    Param("offload_ratio", 0.0, "xi until the policy sends an action", 0.0, 1.0),
+    Param("fusion_weight", -1.0, "lambda until the policy sends one (-1 = the model's lambda table)", -1.0, 1.0),
+    Param("top_k", 5, "classes reported per frame", 1, 100),
+    Param("timing", "auto", "edge time/energy: measured here, or the device twin's (auto: twin on the sim backend)",
+          choices=("auto", "measured", "twin")),
+    Param("curve_server_key", "", "server public key file (CurveZMQ); '' = no encryption", read_only=True),
+    Param("curve_client_key", "", "this client's secret key file (CurveZMQ)", read_only=True),
+    Param("threads", 1, "torch CPU threads", 1, 64, read_only=True),
+    Param("queue_depth", 10, "camera frames buffered while one is being processed", 1, 1000, read_only=True),
+]
+
+
+def load_model(p: Dict[str, Any]):
+    """The artifact if given (or shipped for this model), else an untrained zoo model."""
+    from dvfo_ros.core import collab
+    path = p["artifact"] or collab.default_artifact(p["model"])
+    if path:
+        m = collab.CollaborativeModel.from_artifact(path)
+        if m.meta["model"] != p["model"]:
+            raise collab.ArtifactError(f"artifact {path} holds {m.meta['model']}, executor wants {p['model']}")
+        return m
+    split = None if p["split_index"] < 0 else p["split_index"]
+    return collab.CollaborativeModel.from_zoo(p["model"], split, p["num_classes"], p["input_size"])
+
+
+class ExecutorNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("executor", **kwargs)
+        self.params = ParamSet(self, PARAMS)
+        p = self.params.values
+        import torch
+        torch.set_num_threads(p["threads"])
+        self.model = load_model(p)
+        self.link = self._open_link(p)
+        self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"])
+        self.twin_for: Optional[str] = None
+        self.obs = ObservationTracker()
+        self.action: Tuple[float, float] = (p["offload_ratio"], p["fusion_weight"])
+        self.clocks = Clocks()
+        self.device_backend = ""
+        self.labels: "OrderedDict[Tuple[int, int], Tuple[int, int]]" = OrderedDict()
+        self.frames_seen = 0
+        self.result_pub = self.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=100))
+        self.obs_pub = self.create_publisher(Observation, "dvfo/observation", QoSProfile(depth=10))
+        self.create_subscription(FrameLabel, "camera/label", self._on_label, QoSProfile(depth=50))
+        sensor_qos = QoSProfile(depth=p["queue_depth"], reliability=qos_profile_sensor_data.reliability,
+                                durability=qos_profile_sensor_data.durability)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos)
+        self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
+        self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
+        self.get_logger().info(
+            f"{self.model.meta['model']} split {self.model.meta['split']} ({self.model.meta.get('dataset', 'untrained')}), "
+            f"cloud {p['cloud_endpoint'] or 'off'}, deadline {p['deadline_ms']} ms")
+
+    def _open_link(self, p: Dict[str, Any]):
+        if not p["cloud_endpoint"]:
+            return None
+        from dvfo_ros.core.edge import curve_client_keys
+        from dvfo_ros.core.link import CloudLink
+        keys = curve_client_keys(p["curve_server_key"], p["curve_client_key"])
+        return CloudLink(p["cloud_endpoint"], **keys)
+
+    def _on_label(self, msg: FrameLabel) -> None:
+        self.labels[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (int(msg.seq), int(msg.label))
+        while len(self.labels) > 256:
+            self.labels.popitem(last=False)
+
+    def _on_action(self, msg: DvfoAction) -> None:
+        self.action = (float(msg.offload_ratio), float(msg.fusion_weight))
+        self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz])
+
+    def _on_state(self, msg: DeviceState) -> None:
+        self.clocks = Clocks(msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz, msg.power_w)
+        self.obs.on_device_state(msg)
+        self._maybe_use_twin(msg.backend, msg.profile)
+
+    def _maybe_use_twin(self, backend: str, profile: str) -> None:
+        mode = self.params["timing"]
+        want = mode == "twin" or (mode == "auto" and backend == "sim")
+        key = f"{profile}" if want else None
+        if key == self.twin_for:
+            return
+        self.twin_for = key
+        if not want:
+            self.engine.twin = self.engine.workload = None
+            return
+        from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
+        m = self.model.meta
+        self.engine.twin = DeviceTwin(load_profile(profile or "xavier_nx"))
+        self.engine.workload = model_workload(m["model"], int(m["split"]), int(m["input_size"]),
+                                              int(m["num_classes"]))
+        self.get_logger().info(f"edge time and energy from the {profile} twin (timing={mode})")
+
+    def _on_image(self, msg: Image) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        seq, label = self.labels.pop(key, (self.frames_seen, -1))
+        self.frames_seen += 1
+        out = InferenceResult()
+        out.header = msg.header
+        out.seq = seq
+        out.model = str(self.model.meta["model"])
+        out.split_index = int(self.model.meta["split"])
+        out.label = label
+        try:
+            rgb = cam.image_from_fields(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+        except cam.CameraError as e:
+            self.get_logger().error(f"frame {seq}: {e}", throttle_duration_sec=5.0)
+            out.fallback, out.fallback_reason = True, f"malformed frame: {e}"
+            self.result_pub.publish(out)
+            return
+        xi, lam = self.action
+        try:
+            r = self.engine.process(rgb, seq, xi, lam, self.clocks)
+        except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
+            self.get_logger().error(f"frame {seq}: inference failed: {e}", throttle_duration_sec=5.0)
+            out.fallback, out.fallback_reason = True, f"inference failed: {e}"
+            self.result_pub.publish(out)
+            return
+        out.top_classes, out.top_scores = r.top_classes, r.top_scores
+        out.correct = label >= 0 and bool(r.top_classes) and r.top_classes[0] == label
+        out.edge_ms, out.transfer_ms, out.cloud_ms, out.total_ms = r.edge_ms, r.transfer_ms, r.cloud_ms, r.total_ms
+        out.energy_j = r.energy_j
+        out.offload_ratio, out.fusion_weight = r.offload_ratio, r.fusion_weight
+        out.bytes_sent, out.cloud_used, out.fallback = r.bytes_sent, r.cloud_used, r.fallback
+        out.fallback_reason = r.fallback_reason
+        self.result_pub.publish(out)
+        names, values = self.obs.on_frame(r)
+        ob = Observation()
+        ob.header = msg.header
+        ob.seq = seq
+        ob.names, ob.values = names, values
+        self.obs_pub.publish(ob)
+
+    def destroy_node(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            rclpy.spin(ExecutorNode())
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""governor node: applies the policy's clocks on a hardware backend and reports what applies.
+
+    ros2 run dvfo_ros governor --ros-args -p backend:=sim -p profile:=xavier_nx
+Subscribes dvfo/action; publishes dvfo/device_state at ``rate_hz`` and /diagnostics.
+Every setting it changes is put back when it exits (normal exit, SIGINT, SIGTERM, exception).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
+from dvfo_ros.core.hardware import open_backend, thermal_cap
+from dvfo_ros.msg import DeviceState, DvfoAction
+from dvfo_ros.nodes.params import Param, ParamSet
+
+PARAMS = [
+    Param("backend", "sim", "hardware backend", choices=("auto", "sim", "jetson", "linux", "nvml"), read_only=True),
+    Param("profile", "xavier_nx", "device table / twin profile (nano, tx2, xavier_nx, orin_nx or a YAML path)",
+          read_only=True),
+    Param("sysfs_root", "/", "root of the sysfs/debugfs tree (a copy or fake tree for tests)", read_only=True),
+    Param("rate_hz", 10.0, "DeviceState publishing rate", 0.1, 1000.0),
+    Param("thermal_limit_c", 85.0, "above this temperature clocks are capped whatever the policy says",
+          30.0, 110.0),
+]
+
+
+class GovernorNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("governor", **kwargs)
+        self.params = ParamSet(self, PARAMS, on_change=self._on_change)
+        p = self.params.values
+        self.backend = open_backend(p["backend"], root=p["sysfs_root"], profile=p["profile"],
+                                    log=self.get_logger().info)
+        self.table = self.backend.table()
+        self.last_error = ""
+        self.thermal_capped = False
+        self.actions_applied = 0
+        self.state_pub = self.create_publisher(DeviceState, "dvfo/device_state", QoSProfile(depth=10))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
+        self.timer = self.create_timer(1.0 / p["rate_hz"], self._publish_state)
+        self.get_logger().info(f"backend {self.backend.name} ({getattr(self.backend, 'profile', '')}); "
+                               f"levels cpu {len(self.table.cpu)} gpu {len(self.table.gpu)} emc {len(self.table.emc)}")
+
+    def _on_change(self, new: Dict[str, Any]) -> Optional[str]:
+        if new["rate_hz"] != self.params["rate_hz"]:
+            self.timer.timer_period_ns = int(1e9 / new["rate_hz"])
+        return None
+
+    def _on_action(self, msg: DvfoAction) -> None:
+        want = {"cpu": int(msg.cpu_freq_hz), "gpu": int(msg.gpu_freq_hz), "emc": int(msg.emc_freq_hz)}
+        temp = self.backend.read().temperature_c
+        caps = thermal_cap(self.table, temp, self.params["thermal_limit_c"])
+        capped = False
+        for d, cap in caps.items():
+            if cap and want.get(d, 0) and want[d] > cap:
+                want[d], capped = cap, True
+        if capped and not self.thermal_capped:
+            self.get_logger().warning(f"thermal guard: {temp:.1f} C > {self.params['thermal_limit_c']} C, capping clocks")
+        self.thermal_capped = capped
+        result = self.backend.apply(want["cpu"] or None, want["gpu"] or None, want["emc"] or None)
+        self.actions_applied += 1
+        if result.errors:
+            self.last_error = "; ".join(result.errors)
+            self.get_logger().error(f"refused: {self.last_error}")
+        else:
+            self.last_error = ""
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        r = self.backend.read()
+        msg = DeviceState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.backend = self.backend.name
+        msg.profile = str(getattr(self.backend, "profile", ""))
+        msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz = int(r.cpu_freq_hz), int(r.gpu_freq_hz), int(r.emc_freq_hz)
+        msg.cpu_util, msg.gpu_util, msg.emc_util = float(r.cpu_util), float(r.gpu_util), float(r.emc_util)
+        msg.rail_names = list(r.rails_w.keys())
+        msg.rail_power_w = [float(v) for v in r.rails_w.values()]
+        msg.power_w = float(r.power_w)
+        msg.energy_j = float(r.energy_j)
+        msg.temperature_c = float(r.temperature_c)
+        msg.thermal_capped = self.thermal_capped
+        msg.error = self.last_error
+        self.state_pub.publish(msg)
+        self._publish_diagnostics(msg)
+
+    def _publish_diagnostics(self, s: DeviceState) -> None:
+        st = DiagnosticStatus()
+        st.name = f"dvfo_ros/governor ({s.backend})"
+        st.hardware_id = s.profile or s.backend
+        if s.error:
+            st.level, st.message = DiagnosticStatus.ERROR, s.error
+        elif s.thermal_capped:
+            st.level, st.message = DiagnosticStatus.WARN, "thermal guard capping clocks"
+        else:
+            st.level, st.message = DiagnosticStatus.OK, "clocks applied"
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("cpu_freq_hz", s.cpu_freq_hz), ("gpu_freq_hz", s.gpu_freq_hz), ("emc_freq_hz", s.emc_freq_hz),
+            ("power_w", round(s.power_w, 3)), ("energy_j", round(s.energy_j, 3)),
+            ("temperature_c", round(s.temperature_c, 1)))]
+        arr = DiagnosticArray()
+        arr.header.stamp = s.header.stamp
+        arr.status = [st]
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        try:
+            self.backend.restore()
+        finally:
+            super().destroy_node()
+
+
+def main(args=None) -> None:
+    node = None
+    try:
+        with rclpy.init(args=args):
+            node = GovernorNode()
+            from dvfo_ros.core.hardware import install_restore_handlers
+            install_restore_handlers(node.backend)
+            rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.backend.restore()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The one list of nodes in a dvfo_ros pipeline: `pipeline.launch.py` and `dvfo-pipeline` both read it."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import List, Type
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str          # node name = key in config/pipeline.yaml = executable in lib/dvfo_ros
+    module: str
+    cls: str
+
+    def load(self) -> Type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+NODES: List[NodeSpec] = [
+    NodeSpec("camera", "dvfo_ros.nodes.camera", "CameraNode"),
+    NodeSpec("governor", "dvfo_ros.nodes.governor", "GovernorNode"),
+    NodeSpec("executor", "dvfo_ros.nodes.executor", "ExecutorNode"),
+    NodeSpec("policy", "dvfo_ros.nodes.policy", "PolicyNode"),
+]
+
+# The cloud server is a ZeroMQ process, not a ROS node: `dvfo-cloud` (executable `cloud`).
+CLOUD_EXECUTABLE = "cloud"

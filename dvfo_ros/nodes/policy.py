@@ -1,0 +1,134 @@
+"""policy node: turns each observation into the next action (clocks + offload share).
+
+    ros2 run dvfo_ros policy --ros-args -p policy_mode:=dvfo -p checkpoint:=/data/dvfo.pt
+Subscribes dvfo/observation, dvfo/device_state, dvfo/inference; publishes dvfo/action and, for every
+decision, dvfo/transition (state, action, reward, next state) so a rosbag is enough to train on.
+The action is chosen while the next frame already runs and applies at the following frame.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
+from dvfo_ros.core.policy_runtime import PolicyRuntime, POLICY_MODES
+from dvfo_ros.msg import DeviceState, DvfoAction, InferenceResult, Observation, Transition
+from dvfo_ros.nodes.params import Param, ParamSet
+
+PARAMS = [
+    Param("policy_mode", "static", "which policy acts", choices=POLICY_MODES, read_only=True),
+    Param("profile", "xavier_nx", "device table the actions come from", read_only=True),
+    Param("checkpoint", "", "trained policy checkpoint (.pt) for learning policies", read_only=True),
+    Param("learning", False, "keep learning online from the robot's own transitions"),
+    Param("cpu_freq_hz", 0, "static: CPU clock (0 = the table's maximum)", 0, 10**11),
+    Param("gpu_freq_hz", 0, "static: GPU clock (0 = the table's maximum)", 0, 10**11),
+    Param("emc_freq_hz", 0, "static: memory clock (0 = the table's maximum)", 0, 10**11),
+    Param("offload_ratio", 0.5, "static: share xi of feature-map channels sent to the cloud", 0.0, 1.0),
+    Param("fusion_weight", -1.0, "lambda for fusing edge and cloud outputs (-1 = the model's table)", -1.0, 1.0),
+    Param("eta", 0.5, "reward trade-off: weight of energy against latency", 0.0, 1.0),
+    Param("latency_slo_ms", 100.0, "latency service-level objective; slower frames are penalised", 1.0, 10000.0),
+    Param("accuracy_loss_bound", 0.01, "accuracy loss above this bound is penalised", 0.0, 1.0),
+    Param("startup_period_s", 0.5, "re-send the current action this often until frames flow", 0.05, 10.0),
+]
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("policy", **kwargs)
+        self.params = ParamSet(self, PARAMS, on_change=self._on_change)
+        p = self.params.values
+        self.runtime = PolicyRuntime(p["policy_mode"], p["profile"], checkpoint=p["checkpoint"],
+                                     static=self._static(p), reward=self._reward(p), learning=p["learning"])
+        self.seq = 0
+        self.frames = 0
+        self.action_pub = self.create_publisher(DvfoAction, "dvfo/action", QoSProfile(depth=10))
+        self.transition_pub = self.create_publisher(Transition, "dvfo/transition", QoSProfile(depth=100))
+        self.create_subscription(Observation, "dvfo/observation", self._on_observation, QoSProfile(depth=10))
+        self.create_subscription(InferenceResult, "dvfo/inference", self._on_result, QoSProfile(depth=100))
+        self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
+        self.timer = self.create_timer(p["startup_period_s"], self._startup_tick)
+        self.get_logger().info(f"policy {p['policy_mode']} on {p['profile']}")
+
+    @staticmethod
+    def _static(p: Dict[str, Any]) -> Dict[str, float]:
+        return {k: p[k] for k in ("cpu_freq_hz", "gpu_freq_hz", "emc_freq_hz", "offload_ratio")}
+
+    @staticmethod
+    def _reward(p: Dict[str, Any]) -> Dict[str, float]:
+        return {k: p[k] for k in ("eta", "latency_slo_ms", "accuracy_loss_bound")}
+
+    def _on_change(self, new: Dict[str, Any]) -> Optional[str]:
+        self.runtime.static = self._static(new)
+        self.runtime.set_reward(self._reward(new))
+        self.runtime.learning = bool(new["learning"])
+        return None
+
+    def _startup_tick(self) -> None:
+        if self.frames == 0:
+            self._publish(self.runtime.first_action())
+        else:
+            self.timer.cancel()
+
+    def _on_state(self, msg: DeviceState) -> None:
+        self.runtime.on_device_state(msg.temperature_c)
+
+    def _on_result(self, msg: InferenceResult) -> None:
+        self.runtime.on_result(msg.energy_j, msg.total_ms, msg.fallback)
+
+    def _on_observation(self, msg: Observation) -> None:
+        self.frames += 1
+        features = dict(zip(msg.names, msg.values))
+        step = self.runtime.step(features)
+        self._publish(step.command, step.decision_ms)
+        if step.transition is not None:
+            self._publish_transition(step.transition)
+
+    def _publish(self, cmd: Dict[str, float], decision_ms: float = 0.0) -> None:
+        a = DvfoAction()
+        a.header.stamp = self.get_clock().now().to_msg()
+        a.seq = self.seq
+        self.seq += 1
+        a.policy = self.params["policy_mode"]
+        a.cpu_freq_hz, a.gpu_freq_hz, a.emc_freq_hz = (int(cmd["cpu_freq_hz"]), int(cmd["gpu_freq_hz"]),
+                                                       int(cmd["emc_freq_hz"]))
+        a.offload_ratio = float(cmd["offload_ratio"])
+        a.fusion_weight = float(self.params["fusion_weight"])
+        a.split_index, a.exit_point = -1, -1
+        a.decision_ms = float(decision_ms)
+        self.action_pub.publish(a)
+
+    def _publish_transition(self, t) -> None:
+        m = Transition()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.step = int(t.step)
+        m.policy = self.params["policy_mode"]
+        m.eta = float(self.params["eta"])
+        m.state_names = list(t.state_names)
+        m.state = [float(v) for v in t.state]
+        m.action = [int(v) for v in t.action]
+        m.action_values = [float(v) for v in t.action_values]
+        m.reward = float(t.reward)
+        m.next_state = [float(v) for v in t.next_state]
+        m.done = bool(t.done)
+        self.transition_pub.publish(m)
+
+    def destroy_node(self) -> None:
+        self.runtime.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            rclpy.spin(PolicyNode())
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Test-wide settings: DDS stays on loopback, each run gets its own ROS domain, torch uses one thread."""
+import os
+import random
+
+# Before rclpy is imported anywhere: localhost discovery over shared memory only (0 packets off loopback).
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
+# A domain of our own so parallel runs (and other sessions) do not cross-talk.
+os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -1,0 +1,64 @@
+"""A short CPU training run learns; dvfo-accuracy turns an artifact into the xi table and a PNG."""
+import json
+
+import pytest
+import torch
+
+from dvfo_ros.cli import accuracy
+from dvfo_ros.core.collab import CollaborativeModel
+from dvfo_ros.core.training import TrainConfig, train_collab
+
+KEYS = {"xi", "accuracy", "accuracy_loss", "bytes_ratio", "edge_flops", "edge_ms"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="resnet18", dataset="digits", input_size=16, epochs=1.0, batch_size=32,
+                      max_train=960, lr=3e-3, calib_images=128)
+    net, report = train_collab(cfg, progress=False, log=lambda s: None)
+    path = str(tmp_path_factory.mktemp("art") / "r18_digits.pt")
+    net.save_artifact(path)
+    return net, report, path
+
+
+def test_short_training_beats_chance_by_a_wide_margin(trained):
+    net, report, _ = trained
+    val = {round(r["xi"], 3): r["accuracy"] for r in report["lambda"]}
+    assert val[0.0] > 0.5, val  # 10 classes: chance is 0.1
+    assert val[0.5] > 0.5, val
+    lam = dict(net.meta["lambda_table"])
+    assert lam[0.0] == 1.0 and lam[1.0] == 0.0  # no cloud at xi=0, no edge at xi=1
+
+
+def test_cli_writes_table_json_and_plot(trained, tmp_path, capsys):
+    _, _, path = trained
+    out_json, out_png = tmp_path / "rows.json", tmp_path / "curve.png"
+    rc = accuracy.main(["--model", "resnet18", "--dataset", "digits", "--artifact", path, "--xi", "0", "0.5", "1",
+                        "--json", str(out_json), "--plot", str(out_png), "--limit", "120",
+                        "--bytes-frames", "10", "--timing-runs", "3"])
+    assert rc == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["xi"] for r in rows] == [0.0, 0.5, 1.0] and all(KEYS <= set(r) for r in rows)
+    assert rows[0]["accuracy_loss"] == 0.0 and rows[0]["bytes_ratio"] == 0.0
+    assert rows[0]["edge_flops"] > rows[1]["edge_flops"] > rows[2]["edge_flops"] == 0
+    assert rows[1]["bytes_ratio"] > 0.0 and rows[2]["bytes_ratio"] > 0.0  # real codec frames were sent
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "whole-on-edge top-1" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DVFO_ARTIFACT_DIR", str(tmp_path))
+    assert accuracy.main(["--model", "resnet18", "--dataset", "digits", "--no-plot",
+                          "--artifact", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and len(err.strip().splitlines()) == 1
+    assert accuracy.main(["--model", "resnet18", "--dataset", "no_such_set", "--no-plot"]) == 2
+    assert "no trained artifact" in capsys.readouterr().err
+
+
+def test_cli_refuses_artifact_of_another_model(tmp_path, capsys):
+    path = str(tmp_path / "m.pt")
+    CollaborativeModel.from_zoo("mobilenet_v2", num_classes=10, input_size=16).save_artifact(path)
+    assert accuracy.main(["--model", "resnet18", "--dataset", "digits", "--artifact", path, "--no-plot"]) == 2
+    assert "holds mobilenet_v2" in capsys.readouterr().err

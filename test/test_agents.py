@@ -1,0 +1,172 @@
+"""Policies behind one interface: valid actions, the oracle bound, learning, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from dvfo_ros.core.agents import (CheckpointError, load_policy, make_policy, policy_names, rollout)
+from dvfo_ros.core.env import STATE_DIM, SimEnv, build_state
+
+torch.set_num_threads(1)
+FIXED = ["edge_only", "cloud_only", "max_freq", "ondemand", "static"]
+DESIGN_NAMES = {"dvfo", "static", "edge_only", "cloud_only", "max_freq", "ondemand", "dvfs_only", "offload_only",
+                "oracle"}
+SMALL = dict(learning_starts=64, batch_size=32, exploration_steps=300, hidden=32)
+
+
+def test_registry_has_the_design_names_and_rejects_others():
+    assert DESIGN_NAMES <= set(policy_names())
+    env = SimEnv(seed=0)
+    with pytest.raises(ValueError, match="choose one of.*edge_only"):
+        make_policy("fastest", env.action_space)
+    with pytest.raises(ValueError, match="needs the simulated env"):
+        make_policy("oracle", env.action_space)
+
+
+@pytest.mark.parametrize("name", FIXED + ["dvfo", "dvfs_only", "offload_only", "oracle"])
+def test_every_policy_acts_inside_the_table(name):
+    env = SimEnv(seed=1, episode_frames=20)
+    kw = {"env": env} if name == "oracle" else {}
+    policy = make_policy(name, env.action_space, **kw)
+    log = rollout(env, policy, 25)
+    branches = np.asarray(env.action_space.branches)
+    acts = np.asarray(log.actions)
+    assert acts.shape == (25, 4) and np.all(acts >= 0) and np.all(acts < branches)
+    for a in acts[:3]:
+        cmd = env.action_space.to_command(a)
+        assert cmd["cpu_freq_hz"] in env.action_space.cpu_hz and 0.0 <= cmd["offload_ratio"] <= 1.0
+    policy.close()
+
+
+def test_fixed_baselines_do_what_their_names_say():
+    env = SimEnv(seed=2)
+    s = env.reset()
+    top = env.action_space.branches
+    assert list(make_policy("edge_only", env.action_space).act(s)) == [top[0] - 1, top[1] - 1, top[2] - 1, 0]
+    assert make_policy("cloud_only", env.action_space).act(s)[3] == top[3] - 1
+    static = make_policy("static", env.action_space, command={"gpu_freq_hz": env.action_space.gpu_hz[2],
+                                                              "offload_ratio": 0.3})
+    assert env.action_space.to_command(static.act(s))["gpu_freq_hz"] == env.action_space.gpu_hz[2]
+    assert env.action_space.to_command(static.act(s))["offload_ratio"] == pytest.approx(0.3)
+    # ondemand: an idle device steps down, a busy one jumps to the top
+    idle = build_state({"cpu_util": 0.05, "gpu_util": 0.05, "emc_util": 0.05, "last_latency_ms": 10,
+                        "time_since_action_ms": 33})
+    busy = build_state({"cpu_util": 1.0, "gpu_util": 1.0, "emc_util": 1.0, "last_latency_ms": 33,
+                        "time_since_action_ms": 33})
+    ondemand = make_policy("ondemand", env.action_space)
+    assert np.all(ondemand.act(idle)[:3] == 0) and list(ondemand.act(busy)[:3]) == [t - 1 for t in top[:3]]
+
+
+def test_oracle_is_never_beaten_on_the_same_frames():
+    frames = 120
+    env = SimEnv(seed=3, episode_frames=60)
+    bound = rollout(env, make_policy("oracle", env.action_space, env=env), frames).summary()["reward_mean"]
+    rng = np.random.default_rng(0)
+
+    class RandomPolicy:
+        concurrent = False
+
+        def act(self, s):
+            return env2.action_space.sample(rng)
+
+    for name in FIXED + ["dvfo", "random"]:
+        env2 = SimEnv(seed=3, episode_frames=60)
+        policy = RandomPolicy() if name == "random" else make_policy(name, env2.action_space)
+        got = rollout(env2, policy, frames).summary()["reward_mean"]
+        assert got <= bound + 1e-9, name
+
+
+def test_short_training_beats_random():
+    env = SimEnv(seed=4)
+    agent = make_policy("dvfo_sequential", env.action_space, seed=0, **SMALL)
+    rollout(env, agent, 1000, learn=True)
+    agent.train(False)
+    trained = rollout(SimEnv(seed=40), agent, 200).summary()["reward_mean"]
+    random_agent = make_policy("dvfo_sequential", env.action_space, seed=0, **SMALL)   # untrained, exploring
+    rnd = rollout(SimEnv(seed=40), random_agent, 200).summary()["reward_mean"]
+    assert agent.updates > 500
+    assert trained > rnd + 1.0
+
+
+def test_concurrent_learner_trains_in_its_own_thread_and_acting_stays_fast():
+    env = SimEnv(seed=5)
+    agent = make_policy("dvfo", env.action_space, seed=0, **SMALL)
+    log = rollout(env, agent, 400, learn=True, time_scale=0.02)
+    agent.wait_for_learner(5.0)
+    assert agent._thread is not None and agent._thread.is_alive()
+    assert agent.updates > 0
+    assert np.median(log.decision_ms) < 1.0
+    agent.close()
+    assert agent._thread is None
+
+
+def test_checkpoint_round_trip(tmp_path):
+    env = SimEnv(seed=6)
+    agent = make_policy("dvfo_sequential", env.action_space, seed=1, **SMALL)
+    rollout(env, agent, 200, learn=True)
+    agent.train(False)
+    path = str(tmp_path / "p.pt")
+    agent.save(path, meta={"device": "xavier_nx"})
+    again = load_policy(path)
+    fresh = make_policy("dvfo_sequential", env.action_space, seed=99, checkpoint=path, **SMALL)
+    states = np.random.default_rng(0).uniform(0, 1, (50, STATE_DIM)).astype(np.float32)
+    again.train(False)
+    fresh.train(False)
+    for s in states:
+        assert np.array_equal(again.act(s), agent.act(s)) and np.array_equal(fresh.act(s), agent.act(s))
+    assert again.config() == agent.config()
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused_clearly(tmp_path):
+    env = SimEnv(seed=7)
+    agent = make_policy("dvfo", env.action_space, **SMALL)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="corrupt") as err:
+        agent.load(str(bad))
+    assert "\n" not in str(err.value)
+    good = tmp_path / "good.pt"
+    agent.save(str(good))
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError):
+        agent.load(str(tmp_path / "cut.pt"))
+    with pytest.raises(CheckpointError, match="not found"):
+        agent.load(str(tmp_path / "missing.pt"))
+    with pytest.raises(CheckpointError, match="'dvfo' policy, not 'dvfs_only'"):
+        make_policy("dvfs_only", env.action_space, **SMALL).load(str(good))
+    torch.save({"weights": torch.zeros(3)}, str(tmp_path / "other.pt"))
+    with pytest.raises(CheckpointError, match="not a dvfo_ros policy checkpoint"):
+        load_policy(str(tmp_path / "other.pt"))
+
+
+def test_dvfs_only_never_offloads_and_offload_only_follows_ondemand_clocks():
+    env = SimEnv(seed=8)
+    dvfs = make_policy("dvfs_only", env.action_space, **SMALL)
+    log = rollout(env, dvfs, 150, learn=True)
+    assert all(a[3] == 0 for a in log.actions)
+    env = SimEnv(seed=8)
+    off, od = make_policy("offload_only", env.action_space, **SMALL), make_policy("ondemand", env.action_space)
+    s = env.reset()
+    for _ in range(30):
+        a = off.act(s)
+        assert np.array_equal(a[:3], od.act(s)[:3])
+        s, _, _, _ = env.step(a)
+
+
+def test_learn_offline_from_recorded_transitions_changes_the_policy():
+    env = SimEnv(seed=9)
+    rec = rollout(env, make_policy("max_freq", env.action_space), 1)   # noqa: F841 (env warm)
+    agent = make_policy("dvfo", env.action_space, **SMALL)
+    rng = np.random.default_rng(0)
+    s = env.reset()
+    transitions = []
+    for _ in range(300):
+        a = env.action_space.sample(rng)
+        s2, r, done, _ = env.step(a)
+        transitions.append((s, a, r, s2, done))
+        s = s2
+    before = agent.state_dict()["q"]["out.weight"].clone()
+    loss = agent.learn_offline(iter(transitions), steps=50)
+    assert np.isfinite(loss) and agent.updates == 50
+    assert not torch.equal(before, agent.state_dict()["q"]["out.weight"])
+    with pytest.raises(ValueError):
+        agent.learn_offline([], steps=1)
