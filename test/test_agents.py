@@ -142,6 +142,7 @@ def test_dvfs_only_never_offloads_and_offload_only_follows_ondemand_clocks():
     env = SimEnv(seed=8)
     dvfs = make_policy("dvfs_only", env.action_space, **SMALL)
     log = rollout(env, dvfs, 150, learn=True)
+    dvfs.close()
     assert all(a[3] == 0 for a in log.actions)
     env = SimEnv(seed=8)
     off, od = make_policy("offload_only", env.action_space, **SMALL), make_policy("ondemand", env.action_space)

@@ -1,8 +1,6 @@
 """rosbag2 bags without ROS: dvfo_ros's types decode from their .msg definitions, both storages round-trip,
 and damaged bags, foreign definitions and unknown types give one warning naming file and topic."""
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,8 @@ def _write(path, storage, n=50, store=None):
                 state=np.asarray([i, 1], np.float32), action=np.asarray([1, 2, 3, 4], np.int32),
                 action_values=np.asarray([1e9, 5e8, 1.6e9, 0.5], np.float32), reward=-0.5 * i,
                 next_state=np.asarray([i + 1, 1], np.float32), done=False))
-            w.write("/dvfo/inference", ts + 1, make_message(w.store, "dvfo_ros/msg/InferenceResult", ts, seq=i,
-                                                             total_ms=10.0 + i, energy_j=0.01 * i))
+            w.write("/dvfo/inference", ts + 1, make_message(
+                w.store, "dvfo_ros/msg/InferenceResult", ts, seq=i, total_ms=10.0 + i, energy_j=0.01 * i))
     return path
 
 

@@ -75,8 +75,9 @@ def test_queued_requests_from_several_robots_run_as_batches_with_identical_resul
                 seq = 100 * n + i
                 reply = link.wait(seq, 5.0)
                 assert reply.kind == "result" and reply.seq == seq
-                _, deq, _ = codec.decode_features(frames_for(seq)[2])
-                assert np.allclose(reply.logits, reference.one({"seq": seq}, deq, sent[seq][1]), atol=1e-5)
+                _, deq, deq_idx = codec.decode_features(frames_for(seq)[2])
+                assert sorted(deq_idx) == sorted(sent[seq][1])
+                assert np.allclose(reply.logits, reference.one({"seq": seq}, deq, deq_idx), atol=1e-5)
     finally:
         srv.stop()
         for link in links:
@@ -104,7 +105,7 @@ def test_a_poison_frame_in_a_batch_fails_alone():
 
 def test_a_lone_robot_never_waits_for_a_batch_window():
     tail = ScatterTail()
-    srv = _batched_server(tail, batch_window_ms=300.0)
+    srv = _batched_server(tail, batch_window_ms=1000.0)
     srv.start_in_thread()
     try:
         with CloudLink(srv.endpoint) as link:
@@ -113,7 +114,7 @@ def test_a_lone_robot_never_waits_for_a_batch_window():
                 t0 = time.monotonic()
                 link.submit(frames_for(seq)[2], seq)
                 assert link.wait(seq, 5.0).kind == "result"
-                assert time.monotonic() - t0 < 0.15, "a single client waited for the batch window"
+                assert time.monotonic() - t0 < 0.5, "a single client waited for the batch window"
                 time.sleep(0.05)
     finally:
         srv.stop()
@@ -161,7 +162,7 @@ def test_collab_batched_cloud_tail_equals_per_frame_cloud_tail(model):
 def test_window_gathers_two_robots_sending_at_the_same_time():
     import threading
     tail = ScatterTail()
-    srv = _batched_server(tail, batch_window_ms=40.0)
+    srv = _batched_server(tail, batch_window_ms=100.0)
     srv.start_in_thread()
     barrier = threading.Barrier(2)
     failures: list = []

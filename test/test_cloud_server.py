@@ -257,13 +257,19 @@ def test_stop_returns_promptly_and_frees_the_port():
 
 # ----------------------------------------------------------------------------- dvfo-cloud, dvfo-keygen
 
-CLI_ARGS = ["--model", "resnet18", "--num-classes", "10", "--input-size", "64", "--artifact", ""]
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> str:
+    """One artifact file for both sides, as on a robot (independent of what setup trained)."""
+    from dvfo_ros.core.collab import CollaborativeModel
+    path = str(tmp_path_factory.mktemp("artifact") / "resnet18_test.pt")
+    CollaborativeModel.from_zoo("resnet18", None, 10, 64, seed=3).save_artifact(path)
+    return path
 
 
 def _start_cli(endpoint: str, *extra: str):
     import subprocess
     import sys
-    proc = subprocess.Popen([sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, *CLI_ARGS, *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if "dvfo-cloud ready on" not in line:
@@ -280,7 +286,7 @@ def _free_endpoint() -> str:
     return endpoint
 
 
-def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, caplog):
+def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, caplog, artifact):
     """In-process main(): the executor's model on the edge, dvfo-cloud's on the cloud, SIGINT to stop."""
     import logging
     import os
@@ -289,7 +295,7 @@ def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, cap
     caplog.set_level(logging.INFO, logger="dvfo_ros.cloud")
     from dvfo_ros.core.collab import CollaborativeModel
     endpoint = _free_endpoint()
-    edge = CollaborativeModel.from_zoo("resnet18", None, 10, 64)  # what the executor loads by default
+    edge = CollaborativeModel.from_artifact(artifact)  # what the executor loads
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         feat = edge.head(x)
@@ -316,7 +322,7 @@ def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, cap
     import threading
     helper = threading.Thread(target=robot)
     helper.start()
-    code = cloud.main(["--bind", endpoint, *CLI_ARGS])
+    code = cloud.main(["--bind", endpoint, "--artifact", artifact])
     helper.join(10.0)
     assert code == 0
     out = capsys.readouterr().out
@@ -327,10 +333,10 @@ def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, cap
     assert "stopped: requests 3 answered 1 errors 1" in caplog.text
 
 
-def test_dvfo_cloud_process_prints_ready_and_exits_0_on_sigterm():
+def test_dvfo_cloud_process_prints_ready_and_exits_0_on_sigterm(artifact):
     import signal
     endpoint = _free_endpoint()
-    proc, ready = _start_cli(endpoint, "--max-batch", "1")
+    proc, ready = _start_cli(endpoint, "--artifact", artifact, "--max-batch", "1")
     try:
         assert ready.strip() == f"dvfo-cloud ready on {endpoint} (resnet18, split 6, cpu)"
         with CloudLink(endpoint) as link:
@@ -370,6 +376,14 @@ def test_dvfo_cloud_bad_artifact_is_one_line_exit_1(capsys, tmp_path):
     assert "not found" in capsys.readouterr().err
 
 
+def test_dvfo_cloud_refuses_an_artifact_of_another_model(capsys, artifact):
+    from dvfo_ros.cli import cloud
+    assert cloud.main(["--bind", "tcp://127.0.0.1:0", "--model", "mobilenet_v2", "--artifact", artifact]) == 1
+    assert "holds resnet18, --model is mobilenet_v2" in capsys.readouterr().err
+    assert cloud.main(["--bind", "tcp://127.0.0.1:0", "--artifact", artifact, "--split", "5"]) == 1
+    assert "cut at split 6" in capsys.readouterr().err
+
+
 def test_dvfo_keygen_writes_a_usable_private_key_pair(tmp_path, capsys):
     import os
     import stat
@@ -387,3 +401,10 @@ def test_dvfo_keygen_writes_a_usable_private_key_pair(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         keygen.main([str(tmp_path), "--name", "../escape"])
     assert info.value.code == 2
+
+
+def test_dvfo_cloud_artifact_none_is_the_untrained_zoo_model_the_executor_builds():
+    from dvfo_ros.cli import cloud
+    args = cloud.build_parser().parse_args(["--artifact", "none", "--num-classes", "10", "--input-size", "32"])
+    model = cloud.load_collab_model(args)
+    assert model.meta["artifact_id"] == "zoo:resnet18:6:10:0" and model.feature_shape == (128, 4, 4)

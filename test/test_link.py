@@ -66,7 +66,7 @@ def test_late_reply_is_discarded_by_seq_never_mismatched(slow_server):
         link.submit(frames_for(1), 1)
         t0 = time.monotonic()
         assert link.wait(1, 0.1) is None                  # frame 1 gives up at its deadline...
-        assert 0.09 <= time.monotonic() - t0 < 0.3
+        assert 0.09 <= time.monotonic() - t0 < 0.5
         link.submit(frames_for(2), 2)
         reply = link.wait(2, 3.0)                         # ...and frame 2 gets ITS answer, after 1's arrives
         assert reply.seq == 2 and reply.logits is not None

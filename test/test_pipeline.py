@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -18,20 +17,14 @@ def _params(endpoint: str, offload: float, fps: float = 20.0):
     return {
         "camera": {"source": "synthetic", "fps": fps, "width": 64, "height": 64},
         "governor": {"backend": "sim", "profile": "xavier_nx", "rate_hz": 20.0},
-        "executor": {"model": "resnet18", "artifact": "", "num_classes": 10, "input_size": 64,
+        "executor": {"model": "resnet18", "artifact": "none", "num_classes": 10, "input_size": 64,
                      "cloud_endpoint": endpoint, "deadline_ms": 300.0, "offload_ratio": offload},
         "policy": {"policy_mode": "static", "offload_ratio": offload},
     }
 
 
-def _no_default_artifact(monkeypatch):
-    from dvfo_ros.core import collab
-    monkeypatch.setattr(collab, "default_artifact", lambda *a, **k: None)
-
-
-def test_every_frame_gets_one_result_edge_only(monkeypatch):
+def test_every_frame_gets_one_result_edge_only():
     from dvfo_ros.cli.pipeline import run
-    _no_default_artifact(monkeypatch)
     s = run(_params("", 0.0), frames=50, timeout_s=120, log=lambda *_: None)
     assert s["frames_in"] == 50
     assert s["results_out"] == 50
@@ -40,9 +33,8 @@ def test_every_frame_gets_one_result_edge_only(monkeypatch):
     assert s["bytes_sent_per_frame"] == 0
 
 
-def test_offload_uses_the_cloud_process(monkeypatch):
+def test_offload_uses_the_cloud_process():
     from dvfo_ros.cli.pipeline import run
-    _no_default_artifact(monkeypatch)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     s = run(_params(endpoint, 0.5), frames=50, timeout_s=180, log=lambda *_: None)
     assert s["results_out"] == s["frames_in"] == 50
@@ -51,25 +43,28 @@ def test_offload_uses_the_cloud_process(monkeypatch):
     assert s["offload_ratio_mean"] > 0.3
 
 
-def test_cloud_killed_mid_run_loses_no_frame(monkeypatch):
+def test_cloud_killed_mid_run_loses_no_frame():
     from dvfo_ros.cli.pipeline import run
-    _no_default_artifact(monkeypatch)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cloud = subprocess.Popen([sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, "--model", "resnet18",
-                              "--num-classes", "10", "--input-size", "64"],
+                              "--num-classes", "10", "--input-size", "64", "--artifact", "none"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         t0 = time.monotonic()
         while "ready" not in (cloud.stdout.readline() or "") and time.monotonic() - t0 < 60:
             assert cloud.poll() is None, "cloud server died at start"
-        killer = threading.Timer(4.0, lambda: cloud.send_signal(signal.SIGKILL))
-        killer.start()
-        s = run(_params(endpoint, 0.5, fps=15.0), frames=90, timeout_s=180, log=lambda *_: None)
-        killer.cancel()
+        answered = []
+
+        def kill_after_ten_cloud_results(r):
+            answered.append(r["cloud_used"])
+            if sum(answered) == 10:
+                cloud.send_signal(signal.SIGKILL)
+        s = run(_params(endpoint, 0.5, fps=15.0), frames=90, timeout_s=180, log=lambda *_: None,
+                on_result=kill_after_ten_cloud_results)
     finally:
         cloud.kill()
         cloud.wait()
     assert s["results_out"] == s["frames_in"] == 90
-    assert s["cloud_used"] > 0, "the cloud answered before it was killed"
+    assert s["cloud_used"] >= 10, "the cloud answered before it was killed"
     assert s["fallbacks"] > 0, "frames after the kill fell back to edge-only"
     assert s["cloud_used"] + s["fallbacks"] == 90

@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_bench(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str, Any]]:
-    from dvfo_ros.core.agents import load_checkpoint, make_policy, rollout
+    from dvfo_ros.core.agents import POLICIES, load_checkpoint, make_policy, rollout
     results: Dict[str, Dict[str, Any]] = {}
     ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
     for name in names:
         env = make_env(args, args.seed)
         kw: Dict[str, Any] = {}
-        if name == "oracle":
+        if POLICIES[name].needs_env:          # oracle (bound) and neurosurgeon (latency model)
             kw["env"] = env
         if name == "static" and args.static:
             kw["command"] = json.loads(args.static)
@@ -64,7 +64,7 @@ def run_bench(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str,
             policy.train(False)
         else:
             policy = make_policy(name, env.action_space, **kw)
-            source = "rule" if name != "oracle" else "exhaustive search"
+            source = {"oracle": "exhaustive search", "neurosurgeon": "latency model"}.get(name, "rule")
         s = rollout(env, policy, args.frames).summary()
         policy.close()
         results[name] = {"energy_j_per_frame": s["energy_j_per_frame"], "latency_ms_mean": s["latency_ms_mean"],

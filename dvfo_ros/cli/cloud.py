@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dvfo-cloud", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint to bind (ROUTER)")
-    p.add_argument("--model", default="resnet18", help="zoo model (ignored when --artifact names one)")
+    p.add_argument("--model", default="resnet18", help="zoo model (an artifact must hold this model)")
     p.add_argument("--split", type=int, default=-1, help="split index (-1: the model's default)")
-    p.add_argument("--artifact", default="", help="trained artifact (.pt); '' = the shipped one, else untrained")
+    p.add_argument("--artifact", default="",
+                   help="trained artifact (.pt); '' = the trained one for --model if any; 'none' = untrained")
     p.add_argument("--num-classes", type=int, default=1000, help="classes of an untrained model")
     p.add_argument("--input-size", type=int, default=224, help="input side (px) of an untrained model")
     p.add_argument("--seed", type=int, default=0, help="weight seed of an untrained model (must match the edge)")
@@ -59,13 +60,14 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def load_collab_model(args: argparse.Namespace) -> Any:
-    """The same model the executor would load for these settings (artifact > shipped > zoo)."""
+    """The same model the executor loads for these settings: '' = the trained artifact for the
+    model if there is one, 'none' = the untrained zoo model (same seed), else the artifact file."""
     from dvfo_ros.core import collab
-    path = args.artifact or collab.default_artifact(args.model)
+    path = None if args.artifact == "none" else (args.artifact or collab.default_artifact(args.model))
     if path:
         model = collab.CollaborativeModel.from_artifact(path)
-        if args.artifact == "" and model.meta["model"] != args.model:
-            raise collab.ArtifactError(f"shipped artifact {path} holds {model.meta['model']}, not {args.model}")
+        if model.meta["model"] != args.model:
+            raise collab.ArtifactError(f"artifact {path} holds {model.meta['model']}, --model is {args.model}")
         if args.split >= 0 and int(model.meta["split"]) != args.split:
             raise collab.ArtifactError(f"artifact {path} is cut at split {model.meta['split']}, not {args.split}")
         return model

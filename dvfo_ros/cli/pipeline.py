@@ -90,10 +90,9 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
         probe.close()
     model = str(ex.get("model", "resnet18"))
     cmd = [sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, "--model", model]
-    from dvfo_ros.core import collab
-    artifact = ex.get("artifact") or collab.default_artifact(model)
-    if artifact:  # the server must load exactly what the executor loads
-        cmd += ["--artifact", str(artifact)]
+    from dvfo_ros.nodes.executor import resolve_artifact
+    artifact = resolve_artifact(str(ex.get("artifact", "")), model)
+    cmd += ["--artifact", str(artifact or "none")]  # the server must load exactly what the executor loads
     for flag, key in (("--split", "split_index"), ("--num-classes", "num_classes"),
                       ("--input-size", "input_size")):
         v = ex.get(key)
@@ -128,8 +127,10 @@ def stop_child(child: Optional[subprocess.Popen]) -> None:
         child.kill()
 
 
-def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=print) -> Dict[str, Any]:
-    """Build the graph, run until `frames` camera frames have results (or timeout), return the summary."""
+def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=print,
+        on_result=None) -> Dict[str, Any]:
+    """Build the graph, run until `frames` camera frames have results (or timeout), return the summary.
+    on_result(dict) is called for every InferenceResult (tests and reliability runs hook in here)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -152,10 +153,15 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
             nodes.append(spec.load()(context=context, parameter_overrides=overrides))
         camera = nodes[0]
         collector = Node("dvfo_pipeline_summary", context=context)
-        collector.create_subscription(InferenceResult, "dvfo/inference", lambda m: results.append({
-            "seq": m.seq, "total_ms": m.total_ms, "energy_j": m.energy_j, "bytes_sent": m.bytes_sent,
-            "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
-            "offload_ratio": m.offload_ratio}), QoSProfile(depth=1000))
+        def collect(m: InferenceResult) -> None:
+            r = {"seq": m.seq, "total_ms": m.total_ms, "energy_j": m.energy_j, "bytes_sent": m.bytes_sent,
+                 "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
+                 "offload_ratio": m.offload_ratio, "fallback_reason": m.fallback_reason}
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+
+        collector.create_subscription(InferenceResult, "dvfo/inference", collect, QoSProfile(depth=1000))
         nodes.append(collector)
         executor = SingleThreadedExecutor(context=context)
         for n in nodes:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-LEARNT = ("dvfo", "dvfo_sequential", "dvfs_only", "offload_only")
+LEARNT = ("dvfo", "dvfo_sequential", "dvfs_only", "offload_only", "autoscale")
 
 
 def add_env_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, r in summary["runs"].items():
         print(f"{name}: {args.steps} frames in {r['wall_s']:.1f} s, {r['updates']} updates, "
               f"steps to 95% of final return: {r['steps_to_95pct']}, final reward/frame {r['final_reward']:.3f}")
-    if "dvfo_sequential" in summary["runs"]:
+    if {"dvfo", "dvfo_sequential"} <= set(summary["runs"]):
         a, b = summary["runs"]["dvfo"]["steps_to_95pct"], summary["runs"]["dvfo_sequential"]["steps_to_95pct"]
         if a and b:
             print(f"concurrent needs {100.0 * (1 - a / b):.0f}% fewer env steps to 95% of final return")

@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from dvfo_ros.core.offline import (OfflineError, OfflineTrainer, ReadStats, ReservoirBuffer, iter_transitions,
-                                   load_all, twin_transitions)
+from dvfo_ros.core.offline import (OfflineError, OfflineTrainer, ReadStats, ReservoirBuffer, action_coverage,
+                                   auto_cql_alpha, iter_transitions, load_all, twin_transitions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--gamma", type=float, default=0.5, help="discount; the agent's default 0.5 (default 0.5)")
-    p.add_argument("--cql-alpha", type=float, default=1.0,
-                   help="weight of the conservative (CQL) term; 0 = plain double DQN (default 1.0)")
+    p.add_argument("--cql-alpha", default="auto",
+                   help="weight of the conservative (CQL) term; 0 = plain double DQN; 'auto' = 0 when the data "
+                        "covers every action level (exploration or twin rollouts), else 1 (default auto)")
     p.add_argument("--capacity", type=int, default=500_000,
                    help="most transitions held in memory; longer recordings are sampled uniformly (default 500000)")
     p.add_argument("--profile", default="",
@@ -109,7 +110,7 @@ def plot_curve(history: List[Dict[str, float]], losses: List[tuple], path: str) 
     if losses:
         st = np.asarray([x[0] for x in losses])
         w = max(1, len(losses) // 100)
-        for i, name in ((1, "TD (Huber)"), (2, "CQL gap")):
+        for i, name in ((1, "TD (Huber)"), (2, "CQL gap (x alpha in the loss)")):
             v = np.convolve([x[i] for x in losses], np.ones(w) / w, mode="valid")
             axes[0].plot(st[w - 1:], v, label=name)
         axes[0].set_title("training loss")
@@ -195,7 +196,13 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
                             args.twin_frames, seed=args.seed + 2, on_chunk=tb.update)
         tb.close()
 
-    trainer = OfflineTrainer(agent, cql_alpha=args.cql_alpha)
+    coverage = action_coverage(buf.a[:len(buf)], space)
+    if twin_buf is not None:
+        coverage = max(coverage, args.twin_share * action_coverage(twin_buf.a[:len(twin_buf)], space))
+    alpha = auto_cql_alpha(coverage) if args.cql_alpha == "auto" else float(args.cql_alpha)
+    log(f"action coverage {coverage:.3f} -> CQL alpha {alpha:g}" +
+        (" (the data never tries some levels: the policy stays close to the recorded one)" if alpha > 0 else ""))
+    trainer = OfflineTrainer(agent, cql_alpha=alpha)
     n_twin = int(round(args.batch_size * args.twin_share)) if twin_buf is not None else 0
     history: List[Dict[str, float]] = []
     losses: List[tuple] = []
@@ -218,7 +225,7 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         agent.steps = max(int(agent.steps), int(agent.hp["exploration_steps"]), len(buf))  # exploit from the start
         agent.save(args.out, meta={"trained": "offline", "bags": list(args.bag), "val_bags": list(args.val_bag),
                                    "steps": step, "transitions": len(buf), "profile": profile,
-                                   "cql_alpha": args.cql_alpha, "history": list(history)})
+                                   "cql_alpha": alpha, "coverage": coverage, "history": list(history)})
 
     bar = tqdm(total=args.steps, desc="training", unit=" steps", disable=args.no_progress, file=sys.stderr)
     t1 = time.perf_counter()
@@ -247,7 +254,8 @@ def train(args: argparse.Namespace, log=print) -> Dict[str, Any]:
             "skipped_nan": stats.skipped_nan, "skipped_malformed": stats.skipped_bad,
             "policies": stats.policies, "read_s": read_s,
             "read_transitions_per_s": stats.transitions / max(read_s, 1e-9),
-            "steps": args.steps, "train_s": train_s, "steps_per_s": args.steps / max(train_s, 1e-9),
+            "cql_alpha": alpha, "coverage": coverage, "steps": args.steps, "train_s": train_s,
+            "steps_per_s": args.steps / max(train_s, 1e-9),
             "trained_transitions_per_s": args.steps * args.batch_size / max(train_s, 1e-9),
             "buffer_mb": buf.nbytes / 2**20, "peak_rss_mb": peak_rss_mb(), "val": last, "warnings": warnings}
 
@@ -262,6 +270,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--twin-share and --val-fraction must be in [0, 1)")
     if args.eta is not None and not 0.0 <= args.eta <= 1.0:
         parser.error("--eta must be in [0, 1]")
+    if args.cql_alpha != "auto":
+        try:
+            if float(args.cql_alpha) < 0:
+                raise ValueError
+        except ValueError:
+            parser.error("--cql-alpha must be 'auto' or a number >= 0")
     try:
         res = train(args)
     except OfflineError as e:

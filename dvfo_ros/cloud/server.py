@@ -75,6 +75,7 @@ class CloudServer:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
+        self._serving = False
         self._ctx = zmq.Context()
         self._auth: Optional[ThreadAuthenticator] = None
         sock = self._ctx.socket(zmq.ROUTER)
@@ -108,6 +109,7 @@ class CloudServer:
     # ------------------------------------------------------------------ lifecycle
     def serve_forever(self) -> None:
         """Answer requests until stop(); never raises on a bad request."""
+        self._serving = True
         try:
             while not self._stop.is_set():
                 if not self._sock.poll(100, zmq.POLLIN):
@@ -126,10 +128,11 @@ class CloudServer:
         return self._thread
 
     def stop(self) -> None:
+        """Stop serving; the serving loop closes the socket itself (sockets stay in one thread)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
-        elif self._thread is None:
+        elif not self._serving:
             self._close_now(self._sock)
 
     def _close_now(self, sock: zmq.Socket) -> None:

@@ -14,9 +14,9 @@ import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
-from rosbags.interfaces import MessageDefinitionFormat, Qos, QosDurability, QosHistory, QosLiveliness
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness
 from rosbags.interfaces import QosReliability, QosTime
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -296,9 +296,7 @@ class BagReader:
                     continue
                 n += 1
                 yield Message(topic, chosen[topic].msgtype, ts, msg)
-        except (ReaderError, OSError, struct.error, ValueError, Exception) as e:  # noqa: BLE001
-            if isinstance(e, GeneratorExit):
-                raise
+        except Exception as e:  # noqa: BLE001 - ReaderError, sqlite/apsw errors, struct.error: the bag ends here
             self.warn(f"{self.path}: bag is truncated or damaged after {n} messages ({e}); using what was read")
         finally:
             for topic, k in bad.items():

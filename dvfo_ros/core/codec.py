@@ -1,10 +1,18 @@
 """Feature-map wire format between the edge and the cloud (ZeroMQ multipart, never pickle).
 
 A request is two frames: a versioned JSON header that says exactly what the payload is (model,
-split, artifact, int8 shape, per-channel scale/zero-point, channel indices, seq, deadline) and the
-payload bytes (int8 feature values, zlib-compressed or raw). The decoder validates every header
-field against `Limits` BEFORE it touches the payload, so a corrupt or hostile frame costs the
-cloud a JSON parse at most and is answered with an error, never a crash or a giant allocation.
+split, artifact, int8 shape, channel count, seq, deadline, how the payload is laid out) and the
+payload. The decoder validates every header field against `Limits` BEFORE it touches the payload,
+and the payload's exact inflated size follows from the header, so a corrupt or hostile frame costs
+the cloud a JSON parse and a bounded inflate at most, and is answered with an error.
+
+Payload (zlib, or raw with compression "none"), all little-endian, channels in ascending index:
+    channel indices  bitmap of total_channels bits ("bitmap") or uint16 per channel ("u16")
+    scales           float16 ("f16") or float32 ("f32") per channel, rounded UP from the ideal scale
+    zero points      int8 per channel
+    values           int8 [k, h, w]
+Per-channel data is binary, not JSON, because it must stay small next to the values: on a 4x4 map
+(32 px input) a channel carries 16 values, and a JSON float alone costs ~20 bytes.
 
 Quantisation is asymmetric per channel with zero always representable exactly: post-ReLU maps are
 mostly zeros, and mapping 0.0 to one int8 code keeps them compressible (int8 is 4x smaller than
@@ -22,6 +30,8 @@ import numpy as np
 
 WIRE_VERSION = 1
 COMPRESSIONS = ("zlib", "none")
+INDEX_FORMATS = ("bitmap", "u16")
+SCALE_DTYPES = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
 REQUEST_KINDS = ("infer", "ping")
 REPLY_KINDS = ("result", "error", "pong")
 ZLIB_LEVEL = 1
@@ -30,6 +40,7 @@ ZLIB_LEVEL = 1
 # and ~10% smaller; any standard inflate decodes it, so the wire format is plain zlib.
 ZLIB_STRATEGY = zlib.Z_RLE
 _QMIN, _QMAX = -128, 127
+_F16_MIN, _F16_MAX = 2.0 ** -14, 65504.0  # normal float16 range: scales outside it go as float32
 
 
 class CodecError(ValueError):
@@ -43,7 +54,7 @@ class Limits:
     max_payload_bytes: int = 16 << 20
     max_channels: int = 4096
     max_hw: int = 1 << 16
-    max_header_bytes: int = 256 << 10
+    max_header_bytes: int = 64 << 10
     max_logits: int = 1 << 20
     max_seq: int = (1 << 63) - 1
 
@@ -111,6 +122,14 @@ def _str(header: Dict[str, Any], key: str, max_len: int = 256) -> str:
     return value
 
 
+def _choice(header: Dict[str, Any], key: str, choices: Sequence[str]) -> str:
+    value = header.get(key)
+    if value not in choices:
+        raise CodecError(f"header field '{key}' must be one of {', '.join(choices)}, "
+                         f"got {_one_line(repr(value), 40)}")
+    return value
+
+
 def _check_version(header: Dict[str, Any]) -> None:
     version = header.get("v")
     if isinstance(version, bool) or not isinstance(version, int):
@@ -121,17 +140,30 @@ def _check_version(header: Dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- quantisation
 
+def _round_up_scale(scale: np.ndarray) -> Tuple[np.ndarray, str]:
+    """Scales as they travel (float16 where all fit, else float32), never below the ideal scale."""
+    name = "f16" if np.all((scale >= _F16_MIN) & (scale <= _F16_MAX)) else "f32"
+    dtype = SCALE_DTYPES[name]
+    coded = scale.astype(dtype)
+    low = coded.astype(np.float64) < scale
+    coded[low] = np.nextafter(coded[low], dtype.type(np.inf))
+    return coded, name
+
+
 def quantize_per_channel(feat: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(q int8 [k,h,w], scale float64 [k], zero_point int32 [k]); 0.0 maps exactly to zero_point."""
+    """(q int8 [k,h,w], scale [k] as sent (f16/f32), zero_point int32 [k]); 0.0 maps exactly to zero_point."""
     feat = np.asarray(feat, dtype=np.float32)
     k = feat.shape[0]
     flat = feat.reshape(k, -1).astype(np.float64)
     lo = np.minimum(flat.min(axis=1, initial=0.0), 0.0)
     hi = np.maximum(flat.max(axis=1, initial=0.0), 0.0)
     span = hi - lo
-    scale = np.where(span > 0, span / (_QMAX - _QMIN), 1.0)
-    zero_point = np.clip(_QMIN - np.round(lo / scale), _QMIN, _QMAX).astype(np.int32)
-    q = np.round(flat / scale[:, None]) + zero_point[:, None]
+    ideal = np.where(span > 0, span / (_QMAX - _QMIN), 1.0)
+    ideal = np.clip(ideal, np.finfo(np.float32).tiny, np.finfo(np.float32).max)
+    scale, _ = _round_up_scale(ideal)
+    step = scale.astype(np.float64)
+    zero_point = np.clip(_QMIN - np.round(lo / step), _QMIN, _QMAX).astype(np.int32)
+    q = np.round(flat / step[:, None]) + zero_point[:, None]
     q = np.clip(q, _QMIN, _QMAX).astype(np.int8).reshape(feat.shape)
     return q, scale, zero_point
 
@@ -151,6 +183,17 @@ def _deflate(raw: bytes) -> bytes:
     return deflater.compress(raw) + deflater.flush()
 
 
+def _index_bytes(index_format: str, k: int, total: int) -> int:
+    return (total + 7) // 8 if index_format == "bitmap" else 2 * k
+
+
+def body_size(header: Dict[str, Any]) -> int:
+    """Exact payload size before compression, from a validated header."""
+    k, h, w = header["shape"]
+    scale_size = SCALE_DTYPES[header["scale_dtype"]].itemsize
+    return _index_bytes(header["index"], k, header["total_channels"]) + k * (scale_size + 1) + k * h * w
+
+
 def encode_features(feat: np.ndarray, channel_idx: np.ndarray, *, model: str, split: int, seq: int,
                     deadline: float, total_channels: int, artifact_id: str = "",
                     compression: str = "zlib") -> List[bytes]:
@@ -163,21 +206,32 @@ def encode_features(feat: np.ndarray, channel_idx: np.ndarray, *, model: str, sp
     if not np.all(np.isfinite(feat)):
         raise CodecError("feature map contains NaN or infinity")
     idx = np.asarray(channel_idx).astype(np.int64).reshape(-1)
-    if idx.shape[0] != feat.shape[0]:
-        raise CodecError(f"{idx.shape[0]} channel indices for {feat.shape[0]} channels")
+    k, total = feat.shape[0], int(total_channels)
+    if idx.shape[0] != k:
+        raise CodecError(f"{idx.shape[0]} channel indices for {k} channels")
+    if not 0 < total <= 65536 or idx.min() < 0 or idx.max() >= total or np.unique(idx).size != k:
+        raise CodecError(f"channel indices must be distinct and in [0, {total}) with total_channels <= 65536")
     if compression not in COMPRESSIONS:
         raise CodecError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
+    order = np.argsort(idx, kind="stable")   # the wire carries channels in ascending index
+    idx, feat = idx[order], feat[order]
     q, scale, zero_point = quantize_per_channel(feat)
-    raw = q.tobytes()
-    payload = _deflate(raw) if compression == "zlib" else raw
+    scale_dtype = "f16" if scale.dtype == SCALE_DTYPES["f16"] else "f32"
+    index_format = "bitmap" if (total + 7) // 8 <= 2 * k else "u16"
+    if index_format == "bitmap":
+        bits = np.zeros(total, np.uint8)
+        bits[idx] = 1
+        index_block = np.packbits(bits, bitorder="little").tobytes()
+    else:
+        index_block = idx.astype("<u2").tobytes()
+    body = b"".join((index_block, scale.tobytes(), zero_point.astype(np.int8).tobytes(), q.tobytes()))
     header = {
         "v": WIRE_VERSION, "kind": "infer", "model": model, "split": int(split),
         "artifact_id": artifact_id, "dtype": "int8", "shape": [int(s) for s in feat.shape],
-        "total_channels": int(total_channels), "channel_idx": idx.tolist(),
-        "scale": [float(s) for s in scale], "zero_point": zero_point.tolist(),
+        "total_channels": total, "index": index_format, "scale_dtype": scale_dtype,
         "compression": compression, "seq": int(seq), "deadline": float(deadline),
     }
-    return [_dumps(header), payload]
+    return [_dumps(header), _deflate(body) if compression == "zlib" else body]
 
 
 def encode_ping(seq: int) -> List[bytes]:
@@ -192,21 +246,20 @@ def decode_header(frames: Sequence[bytes], limits: Limits = Limits()) -> Dict[st
         raise CodecError(f"expected 2 frames [header, payload], got {count}")
     header = _loads_header(frames[0], limits)
     _check_version(header)
-    kind = header.get("kind")
-    if kind not in REQUEST_KINDS:
-        raise CodecError(f"header field 'kind' must be one of {', '.join(REQUEST_KINDS)}")
+    _choice(header, "kind", REQUEST_KINDS)
     _int(header, "seq", 0, limits.max_seq)
     if len(frames[1]) > limits.max_payload_bytes:
         raise CodecError(f"payload of {len(frames[1])} bytes exceeds limit {limits.max_payload_bytes}")
-    if kind == "ping":
+    if header["kind"] == "ping":
         return header
     _str(header, "model", 64)
     _int(header, "split", 0, 1 << 16)
     _str(header, "artifact_id", 256)
     if header.get("dtype") != "int8":
         raise CodecError(f"unsupported dtype {_one_line(repr(header.get('dtype')), 40)}; only int8")
-    if header.get("compression") not in COMPRESSIONS:
-        raise CodecError(f"unknown compression; choose one of {', '.join(COMPRESSIONS)}")
+    _choice(header, "compression", COMPRESSIONS)
+    _choice(header, "index", INDEX_FORMATS)
+    _choice(header, "scale_dtype", tuple(SCALE_DTYPES))
     _float(header, "deadline")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 3
@@ -220,54 +273,65 @@ def decode_header(frames: Sequence[bytes], limits: Limits = Limits()) -> Dict[st
     total = _int(header, "total_channels", 1, limits.max_channels)
     if k > total:
         raise CodecError(f"{k} channels sent but the map has only {total}")
-    _check_channel_lists(header, k, total)
-    if header["compression"] == "none" and len(frames[1]) != k * h * w:
-        raise CodecError(f"payload is {len(frames[1])} bytes, shape {k}x{h}x{w} needs {k * h * w}")
+    if header["compression"] == "none" and len(frames[1]) != body_size(header):
+        raise CodecError(f"payload is {len(frames[1])} bytes, shape {k}x{h}x{w} needs {body_size(header)}")
     return header
 
 
-def _check_channel_lists(header: Dict[str, Any], k: int, total: int) -> None:
-    idx, scale, zp = header.get("channel_idx"), header.get("scale"), header.get("zero_point")
-    for key, value in (("channel_idx", idx), ("scale", scale), ("zero_point", zp)):
-        if not isinstance(value, list) or len(value) != k:
-            raise CodecError(f"header field '{key}' must be a list of {k} entries (one per channel)")
-    assert isinstance(idx, list) and isinstance(scale, list) and isinstance(zp, list)
-    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < total for i in idx):
-        raise CodecError(f"channel_idx entries must be integers in [0, {total})")
-    if len(set(idx)) != k:
-        raise CodecError("channel_idx has duplicate channels")
-    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (0 < s < 1e30) for s in scale):
-        raise CodecError("scale entries must be finite positive numbers")
-    if any(isinstance(z, bool) or not isinstance(z, int) or not _QMIN <= z <= _QMAX for z in zp):
-        raise CodecError(f"zero_point entries must be integers in [{_QMIN}, {_QMAX}]")
+def _inflate_exactly(payload: bytes, expected: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(bytes(payload), expected)  # bounded: no zip bombs
+    except zlib.error as exc:
+        raise CodecError(f"payload is not valid zlib data: {_one_line(str(exc), 80)}") from None
+    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise CodecError(f"payload does not inflate to exactly the {expected} bytes its header describes")
+    return raw
 
 
 def decode_payload(header: Dict[str, Any], payload: bytes) -> Tuple[np.ndarray, np.ndarray]:
-    """(feat float32 [k,h,w], channel_idx int64 [k]) from a header that passed decode_header."""
+    """(feat float32 [k,h,w], channel_idx int64 [k] ascending) from a header that passed decode_header.
+
+    Adds the decoded per-channel lists channel_idx, scale, zero_point to `header`.
+    """
     k, h, w = header["shape"]
-    expected = k * h * w
-    if header["compression"] == "zlib":
-        inflater = zlib.decompressobj()
-        try:
-            raw = inflater.decompress(bytes(payload), expected)  # bounded: no zip bombs
-        except zlib.error as exc:
-            raise CodecError(f"payload is not valid zlib data: {_one_line(str(exc), 80)}") from None
-        if (len(raw) != expected or inflater.unconsumed_tail or not inflater.eof
-                or inflater.unused_data):
-            raise CodecError(f"payload does not inflate to exactly {expected} bytes for shape {k}x{h}x{w}")
+    total = header["total_channels"]
+    expected = body_size(header)
+    raw = _inflate_exactly(payload, expected) if header["compression"] == "zlib" else bytes(payload)
+    if len(raw) != expected:
+        raise CodecError(f"payload is {len(raw)} bytes, its header describes {expected}")
+    n_index = _index_bytes(header["index"], k, total)
+    scale_dtype = SCALE_DTYPES[header["scale_dtype"]]
+    view = memoryview(raw)
+    if header["index"] == "bitmap":
+        bits = np.unpackbits(np.frombuffer(view[:n_index], np.uint8), bitorder="little")
+        idx = np.flatnonzero(bits).astype(np.int64)
+        if idx.size != k or (idx.size and idx[-1] >= total):
+            raise CodecError(f"channel bitmap marks {idx.size} channels in [0, {total}), header says {k}")
     else:
-        raw = bytes(payload)
-        if len(raw) != expected:
-            raise CodecError(f"payload is {len(raw)} bytes, shape {k}x{h}x{w} needs {expected}")
-    q = np.frombuffer(raw, dtype=np.int8).reshape(k, h, w)
-    feat = dequantize_per_channel(q, np.asarray(header["scale"], np.float64),
-                                  np.asarray(header["zero_point"], np.int32))
-    return feat, np.asarray(header["channel_idx"], dtype=np.int64)
+        idx = np.frombuffer(view[:n_index], "<u2").astype(np.int64)
+        if np.any(np.diff(idx) <= 0) or idx[-1] >= total:
+            raise CodecError(f"channel indices must be ascending, distinct and below {total}")
+    pos = n_index
+    scale = np.frombuffer(view[pos:pos + k * scale_dtype.itemsize], scale_dtype).astype(np.float32)
+    pos += k * scale_dtype.itemsize
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise CodecError("channel scales must be finite and positive")
+    zero_point = np.frombuffer(view[pos:pos + k], np.int8).astype(np.int32)
+    pos += k
+    q = np.frombuffer(view[pos:], np.int8).reshape(k, h, w)
+    feat = dequantize_per_channel(q, scale, zero_point)
+    header.update(channel_idx=idx.tolist(), scale=scale.tolist(), zero_point=zero_point.tolist())
+    return feat, idx
 
 
 def decode_features(frames: Sequence[bytes],
                     limits: Limits = Limits()) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
-    """(header, feat float32 [k,h,w] dequantised, channel_idx int64 [k]); CodecError if malformed."""
+    """(header, feat float32 [k,h,w] dequantised, channel_idx int64 [k] ascending); CodecError if malformed.
+
+    Channels come back in ascending index order (the order on the wire), each row of `feat`
+    belonging to the same row of `channel_idx`.
+    """
     header = decode_header(frames, limits)
     if header["kind"] != "infer":
         raise CodecError(f"expected an infer request, got '{header['kind']}'")

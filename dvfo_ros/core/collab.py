@@ -134,6 +134,7 @@ class CollaborativeModel(nn.Module):
         os.close(fd)
         try:
             torch.save({"format": ARTIFACT_FORMAT, "meta": meta, "state": state}, tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cloud server may run as another user
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

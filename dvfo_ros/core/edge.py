@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from dvfo_ros.core.codec import CodecError, encode_features, wire_bytes
+from dvfo_ros.core.codec import CodecError, encode_features
 
 
 @dataclass
@@ -50,6 +50,8 @@ def curve_client_keys(server_key_file: str, client_secret_file: str) -> Dict[str
         return {}
     import zmq.auth
     server_public, _ = zmq.auth.load_certificate(server_key_file)
+    if not client_secret_file:   # CloudLink makes a throwaway client key pair
+        return {"curve_server_public": server_public}
     public, secret = zmq.auth.load_certificate(client_secret_file)
     if secret is None:
         raise ValueError(f"{client_secret_file} holds no secret key (use the .key_secret file)")
@@ -107,7 +109,9 @@ class EdgeInference:
                     seq=seq, deadline=time.time() + self.deadline_ms / 1000.0,
                     total_channels=int(m.channels), artifact_id=str(m.meta.get("artifact_id", "")))
                 raw = int(off_idx.numel() * feat.shape[2] * feat.shape[3] * 4)
-                sent = self.link.submit(frames, seq) or wire_bytes(frames)
+                sent = self.link.submit(frames, seq)
+                if not sent:   # link down: do not wait for an answer that cannot come
+                    offloaded, reason = False, "cloud link down"
             except CodecError as e:
                 offloaded, reason = False, f"encode failed: {e}"
             t_sent = time.perf_counter()

@@ -37,7 +37,7 @@ STATE_NAMES: List[str] = [
 # Fixed divisors (not learnt statistics) so a state means the same on every device and in every run.
 STATE_SCALES: Dict[str, float] = {
     "bandwidth_mbps": 10.0, "rtt_ms": 100.0, "temperature_c": 100.0,
-    "last_latency_ms": 100.0, "last_energy_j": 0.5, "time_since_action_ms": 100.0, "decision_ms": 1.0,
+    "last_latency_ms": 100.0, "last_energy_j": 0.5, "time_since_action_ms": 100.0, "decision_ms": 100.0,
 }
 STATE_DIM = len(STATE_NAMES)
 _STATE_CLIP = 10.0

@@ -48,10 +48,15 @@ class PolicyRuntime:
         self.learning = learning
         self.policy = None
         if mode != "static":
-            from dvfo_ros.core.agents import make_policy
-            self.policy = make_policy(mode, self.space)
+            from dvfo_ros.core.agents import load_policy, make_policy
             if checkpoint:
-                self.policy.load(checkpoint)
+                # The checkpoint carries its own action space (the device it was trained for).
+                self.policy = load_policy(checkpoint)
+                if self.policy.name != mode:
+                    raise ValueError(f"checkpoint {checkpoint} holds policy '{self.policy.name}', not '{mode}'")
+                self.space = self.policy.action_space
+            else:
+                self.policy = make_policy(mode, self.space)
         self._prev: Optional[tuple] = None   # (state, action, command)
         self._last_result: Optional[tuple] = None
         self.steps = 0
@@ -83,10 +88,11 @@ class PolicyRuntime:
         """Add the normalised clock levels the MDP's state uses."""
         out = dict(f)
         for d, table in (("cpu", self.space.cpu_hz), ("gpu", self.space.gpu_hz), ("emc", self.space.emc_hz)):
-            hz = f.get(f"{d}_freq_hz", 0.0)
-            if hz and len(table) > 1:
-                idx = int(np.argmin(np.abs(np.asarray(table, dtype=float) - hz)))
-                out[f"{d}_level"] = idx / (len(table) - 1)
+            for prefix in ("", "prev_"):
+                hz = f.get(f"{prefix}{d}_freq_hz", 0.0)
+                if hz and len(table) > 1:
+                    idx = int(np.argmin(np.abs(np.asarray(table, dtype=float) - hz)))
+                    out[f"{prefix}{d}_level"] = idx / (len(table) - 1)
         return out
 
     def step(self, features: Dict[str, float]) -> Step:

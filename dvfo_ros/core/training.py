@@ -139,6 +139,8 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
                 bar.set_postfix(loss=f"{loss.item():.3f}", xi=f"{xi:.2f}")
             if step % 50 == 0:
                 history.append({"step": step, "loss": float(loss.item()), "s": round(time.monotonic() - t0, 1)})
+                if bar is None:
+                    log(f"step {step}/{total_steps} loss {loss.item():.3f} ({time.monotonic() - t0:.0f} s)")
     if bar is not None:
         bar.close()
     train_s = time.monotonic() - t0

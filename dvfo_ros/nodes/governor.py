@@ -63,7 +63,9 @@ class GovernorNode(Node):
         if capped and not self.thermal_capped:
             self.get_logger().warning(f"thermal guard: {temp:.1f} C > {self.params['thermal_limit_c']} C, capping clocks")
         self.thermal_capped = capped
-        result = self.backend.apply(want["cpu"] or None, want["gpu"] or None, want["emc"] or None)
+        # A domain this backend cannot set (empty table) is left alone, not reported on every action.
+        settable = {d: (want[d] or None) if self.table.levels(d) else None for d in want}
+        result = self.backend.apply(settable["cpu"], settable["gpu"], settable["emc"])
         self.actions_applied += 1
         if result.errors:
             self.last_error = "; ".join(result.errors)

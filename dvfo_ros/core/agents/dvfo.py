@@ -17,11 +17,19 @@ previous action, the time since it was chosen and the action-selection latency. 
 ``concurrent=False`` (policy ``dvfo_sequential``, the ablation) learning happens inline in
 ``observe``, so its time sits on the frame's critical path and each frame gets
 ``updates_per_step`` updates, no more.
+
+Exploration: ``independent`` (BDQ's own: each branch flips its own epsilon coin) or ``branch``
+(one branch at a time, and a branch learns only from frames where no other branch explored,
+which removes the other branches' exploration noise from its targets but can stall in a
+coordinate-wise optimum, e.g. raising the GPU clock alone does not help while the EMC clock
+holds a layer memory-bound).
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +39,16 @@ from torch.nn import functional as F
 
 from dvfo_ros.core.agents.base import Policy, register
 from dvfo_ros.core.env import BRANCH_NAMES, STATE_DIM, ActionSpace
+
+
+_LIVE_AGENTS: "weakref.WeakSet[DvfoAgent]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_learners() -> None:
+    """Join learner threads before the interpreter (and torch) tear down."""
+    for agent in list(_LIVE_AGENTS):
+        agent.close()
 
 
 class BranchingQNet(nn.Module):
@@ -56,6 +74,7 @@ class ReplayBuffer:
         self.s = np.zeros((capacity, state_dim), np.float32)
         self.s2 = np.zeros((capacity, state_dim), np.float32)
         self.a = np.zeros((capacity, 4), np.int64)
+        self.explored = np.zeros((capacity, 4), np.float32)    # which branches were exploratory
         self.r = np.zeros(capacity, np.float32)
         self.done = np.zeros(capacity, np.float32)
         self.size = 0
@@ -63,17 +82,19 @@ class ReplayBuffer:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
 
-    def add(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool) -> None:
+    def add(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool,
+            explored: Optional[np.ndarray] = None) -> None:
         with self._lock:
             i = self._next
             self.s[i], self.a[i], self.r[i], self.s2[i], self.done[i] = s, a, r, s2, float(done)
+            self.explored[i] = 0.0 if explored is None else explored
             self._next = (i + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch: int) -> Tuple[np.ndarray, ...]:
         with self._lock:
             idx = self._rng.integers(0, self.size, size=batch)
-            return self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.done[idx]
+            return self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.done[idx], self.explored[idx]
 
     def __len__(self) -> int:
         return self.size
@@ -88,7 +109,8 @@ class DvfoAgent(Policy):
                  batch_size: int = 128, buffer_size: int = 100_000, learning_starts: int = 500,
                  exploration_steps: int = 4000, eps_start: float = 1.0, eps_end: float = 0.02,
                  tau: float = 0.01, updates_per_step: int = 1, replay_ratio: float = 4.0,
-                 publish_every: int = 4, fixed: Optional[Dict[str, int]] = None) -> None:
+                 publish_every: int = 4, fixed: Optional[Dict[str, int]] = None,
+                 exploration: str = "branch") -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -97,7 +119,9 @@ class DvfoAgent(Policy):
             learning_starts=int(learning_starts), exploration_steps=int(exploration_steps),
             eps_start=float(eps_start), eps_end=float(eps_end), tau=float(tau),
             updates_per_step=int(updates_per_step), replay_ratio=float(replay_ratio),
-            publish_every=int(publish_every), fixed=dict(fixed or {}))
+            publish_every=int(publish_every), fixed=dict(fixed or {}), exploration=str(exploration))
+        if exploration not in ("branch", "independent"):
+            raise ValueError("exploration must be 'branch' (one branch at a time) or 'independent'")
         for name, level in self.hp["fixed"].items():
             if name not in BRANCH_NAMES:
                 raise ValueError(f"fixed branch '{name}' is not one of {', '.join(BRANCH_NAMES)}")
@@ -154,11 +178,15 @@ class DvfoAgent(Policy):
 
     def act(self, state: np.ndarray) -> np.ndarray:
         a = self.greedy(state)
-        if self.training:
+        if self.training and self._learned:
             eps = self.epsilon
-            for d in self._learned:           # explore each branch independently
-                if self._rng.random() < eps:
-                    a[d] = self._rng.integers(self.action_space.branches[d])
+            if self.hp["exploration"] == "independent":      # classic BDQ: every branch on its own coin
+                for d in self._learned:
+                    if self._rng.random() < eps:
+                        a[d] = self._rng.integers(self.action_space.branches[d])
+            elif self._rng.random() < eps:                    # one branch at a time, the others greedy
+                d = self._learned[int(self._rng.integers(len(self._learned)))]
+                a[d] = self._rng.integers(self.action_space.branches[d])
         return a
 
     def train(self, mode: bool = True) -> "DvfoAgent":
@@ -171,7 +199,10 @@ class DvfoAgent(Policy):
     def observe(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool) -> None:
         if not self.training:
             return
-        self.buffer.add(s, a, r, s2, done)
+        explored = None
+        if self.hp["exploration"] == "branch":
+            explored = (np.asarray(a) != self.greedy(s)).astype(np.float32)
+        self.buffer.add(s, a, r, s2, done, explored)
         self.steps += 1
         if len(self.buffer) < self.hp["learning_starts"]:
             return
@@ -185,7 +216,7 @@ class DvfoAgent(Policy):
     def update(self) -> float:
         """One gradient step on a replay minibatch (the math in the module docstring)."""
         hp = self.hp
-        s, a, r, s2, done = (torch.as_tensor(x) for x in self.buffer.sample(hp["batch_size"]))
+        s, a, r, s2, done, explored = (torch.as_tensor(x) for x in self.buffer.sample(hp["batch_size"]))
         with self._update_lock:
             both = self.q(torch.cat([s, s2], 0))           # one pass: Q(s) with grad, Q(s') for selection
             n = s.shape[0]
@@ -195,8 +226,18 @@ class DvfoAgent(Policy):
                 nxt = torch.stack([next_target[d].gather(1, both[d][n:].argmax(1, keepdim=True)).squeeze(1)
                                    for d in self._learned], 0).mean(0)
                 y = r + hp["gamma"] * (1.0 - done) * nxt
-            loss = torch.stack([F.smooth_l1_loss(qs[d].gather(1, a[:, d:d + 1]).squeeze(1), y)
-                                for d in self._learned]).mean()
+            losses = []
+            for d in self._learned:
+                err = F.smooth_l1_loss(qs[d].gather(1, a[:, d:d + 1]).squeeze(1), y, reduction="none")
+                if hp["exploration"] == "branch":
+                    # Branch d learns only from frames where no OTHER branch explored: its values are
+                    # then "given the others play greedy", without their exploration noise.
+                    others = explored.sum(1) - explored[:, d]
+                    w = (others == 0).float()
+                    losses.append((w * err).sum() / w.sum().clamp(min=1.0))
+                else:
+                    losses.append(err.mean())
+            loss = torch.stack(losses).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.q.parameters(), 10.0)
@@ -212,6 +253,7 @@ class DvfoAgent(Policy):
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._learner_loop, name="dvfo-learner", daemon=True)
+            _LIVE_AGENTS.add(self)
             self._thread.start()
 
     def _learner_loop(self) -> None:

@@ -1,0 +1,46 @@
+"""neurosurgeon (Kang et al., ASPLOS 2017): pick where to run the DNN from a latency prediction.
+
+Neurosurgeon profiles each layer once, then for the current bandwidth estimate chooses the
+partition with the lowest predicted end-to-end latency; it does not touch clocks (max clocks) and
+cuts whole layers, so here the choice is xi = 0 (all on the device) or xi = 1 (all channels at the
+split go to the cloud). Its layer-latency predictor is the twin's model (Neurosurgeon's regression
+models play that role on a board), fed with the bandwidth/RTT *estimate* from the state, not the
+true coming network the oracle sees.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dvfo_ros.core.agents.base import Policy, register
+from dvfo_ros.core.env import STATE_NAMES, STATE_SCALES, ActionSpace
+
+_BW = STATE_NAMES.index("bandwidth_mbps")
+_RTT = STATE_NAMES.index("rtt_ms")
+
+
+@register("neurosurgeon")
+class NeurosurgeonPolicy(Policy):
+    needs_env = True
+
+    def __init__(self, action_space: ActionSpace, env: Any = None, objective: str = "latency") -> None:
+        super().__init__(action_space)
+        if env is None or not hasattr(env, "outcome_table"):
+            raise ValueError("policy 'neurosurgeon' needs a latency model: pass the twin env (env=SimEnv)")
+        if objective not in ("latency", "energy"):
+            raise ValueError("neurosurgeon objective must be 'latency' or 'energy'")
+        self.env = env
+        self.objective = objective
+        all_a = action_space.all_actions()
+        top = action_space.branches
+        self._cands = [a for a in (action_space.max_action(0.0), action_space.max_action(1.0))]
+        self._rows = [int(np.nonzero(np.all(all_a == a, axis=1))[0][0]) for a in self._cands]
+        assert all(a[0] == top[0] - 1 for a in self._cands)
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        bw = max(float(state[_BW]) * STATE_SCALES["bandwidth_mbps"], 0.05)
+        rtt = max(float(state[_RTT]) * STATE_SCALES["rtt_ms"], 0.0)
+        energy, latency = self.env.outcome_table(round(bw, 1), round(rtt, 0))
+        score = latency if self.objective == "latency" else energy
+        return self._cands[int(np.argmin([score[i] for i in self._rows]))].copy()
