@@ -30,12 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint for the learnt policy it was trained as")
     p.add_argument("--frames", type=int, default=1000, help="frames per policy")
     p.add_argument("--train-steps", type=int, default=20000, help="training frames for learnt policies without a checkpoint")
-    p.add_argument("--time-scale", type=float, default=0.05, help="pacing of in-bench training (see dvfo-train)")
+    p.add_argument("--time-scale", type=float, default=0.5, help="pacing of in-bench training (see dvfo-train)")
     p.add_argument("--static", default=None, help='command for "static", JSON, e.g. {"gpu_freq_hz": 6e8}')
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--plot", default=None, help="Pareto PNG (energy J/frame vs p95 latency)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    for name, default in (("gamma", 0.5), ("lr", 1e-3), ("batch_size", 128), ("exploration_steps", 4000),
+    for name, default in (("gamma", 0.0), ("lr", 1e-3), ("batch_size", 128), ("exploration_steps", 4000),
                           ("hidden", 128), ("replay_ratio", 4.0), ("learning_starts", 500)):
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=argparse.SUPPRESS)
     return p

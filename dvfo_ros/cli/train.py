@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-frames", type=int, default=600, help="held-out frames to compare with the oracle")
     p.add_argument("--compare-sequential", action="store_true",
                    help="also train the sequential ablation and report steps to 95%% of final return")
-    p.add_argument("--time-scale", type=float, default=0.05,
+    p.add_argument("--time-scale", type=float, default=0.5,
                    help="wall seconds per simulated second: the time a concurrent learner gets per frame")
-    p.add_argument("--gamma", type=float, default=0.5, help="discount (per-frame cost is mostly immediate)")
+    p.add_argument("--gamma", type=float, default=0.0,
+                   help="discount; 0 because a frame's cost depends on its own action only (in the twin, "
+                        "temperature does not feed back into cost and frames arrive on a fixed clock)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=128, help="replay minibatch")
     p.add_argument("--exploration-steps", type=int, default=4000, help="frames over which epsilon decays to its end")

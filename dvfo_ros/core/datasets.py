@@ -141,7 +141,7 @@ def draw_scene(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         canvas = np.ascontiguousarray(np.rot90(canvas, int(rng.integers(1, 4))))
     bg = tuple(int(v) for v in canvas[s // 2, s // 2])
-    for _ in range(int(rng.integers(3, 9))):  # clutter: lines and blobs
+    for _ in range(int(rng.integers(2, 6))):  # clutter: lines and blobs
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
             p, q = rng.integers(0, s, 2), rng.integers(0, s, 2)
@@ -152,18 +152,18 @@ def draw_scene(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(int(rng.integers(0, 3))):  # small distractor shapes of any class
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         _draw_shape(canvas, SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))], rng.uniform(0, s),
-                    rng.uniform(0, s), s * rng.uniform(0.05, 0.09), rng.uniform(0, 2 * math.pi), col, bg)
-    radius = s * rng.uniform(0.2, 0.36)
+                    rng.uniform(0, s), s * rng.uniform(0.04, 0.07), rng.uniform(0, 2 * math.pi), col, bg)
+    radius = s * rng.uniform(0.26, 0.4)
     cx, cy = rng.uniform(radius * 0.8, s - radius * 0.8, 2)
     while True:  # a colour that stands out from the background, as a real object would
         col = rng.integers(0, 256, 3)
-        if np.abs(col - np.asarray(bg)).sum() > 150:
+        if np.abs(col - np.asarray(bg)).sum() > 200:
             break
     _draw_shape(canvas, SCENE_CLASSES[label], cx, cy, radius, rng.uniform(0, 2 * math.pi),
                 tuple(int(v) for v in col), bg)
     img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-    img *= rng.uniform(0.7, 1.2)  # exposure
-    img += rng.normal(0.0, rng.uniform(4.0, 20.0), img.shape)  # sensor noise
+    img *= rng.uniform(0.8, 1.15)  # exposure
+    img += rng.normal(0.0, rng.uniform(3.0, 12.0), img.shape)  # sensor noise
     return img.clip(0, 255).astype(np.uint8)
 
 

@@ -57,9 +57,15 @@ class PolicyRuntime:
                 self.space = self.policy.action_space
             else:
                 self.policy = make_policy(mode, self.space)
+            self.policy.train(learning)   # a deployed policy exploits unless told to keep learning
         self._prev: Optional[tuple] = None   # (state, action, command)
         self._last_result: Optional[tuple] = None
         self.steps = 0
+
+    def set_learning(self, learning: bool) -> None:
+        self.learning = learning
+        if self.policy is not None:
+            self.policy.train(learning)
 
     def set_reward(self, r: Dict[str, float]) -> None:
         for k, v in r.items():

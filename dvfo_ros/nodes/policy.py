@@ -65,7 +65,7 @@ class PolicyNode(Node):
     def _on_change(self, new: Dict[str, Any]) -> Optional[str]:
         self.runtime.static = self._static(new)
         self.runtime.set_reward(self._reward(new))
-        self.runtime.learning = bool(new["learning"])
+        self.runtime.set_learning(bool(new["learning"]))
         return None
 
     def _startup_tick(self) -> None:

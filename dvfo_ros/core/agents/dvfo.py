@@ -105,12 +105,12 @@ class DvfoAgent(Policy):
     learns = True
 
     def __init__(self, action_space: ActionSpace, *, concurrent: bool = True, seed: int = 0,
-                 hidden: int = 128, gamma: float = 0.5, lr: float = 1e-3,
+                 hidden: int = 128, gamma: float = 0.0, lr: float = 1e-3,
                  batch_size: int = 128, buffer_size: int = 100_000, learning_starts: int = 500,
-                 exploration_steps: int = 4000, eps_start: float = 1.0, eps_end: float = 0.02,
+                 exploration_steps: int = 4000, eps_start: float = 1.0, eps_end: float = 0.05,
                  tau: float = 0.01, updates_per_step: int = 1, replay_ratio: float = 4.0,
                  publish_every: int = 4, fixed: Optional[Dict[str, int]] = None,
-                 exploration: str = "branch") -> None:
+                 exploration: str = "independent") -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
