@@ -24,7 +24,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reliability_common import REPO, CloudProcess, Relay, cloud_args, free_port, load_model, model_settings  # noqa: E402
+from reliability_common import REPO  # noqa: E402
+from reliability_curve import curve_figure  # noqa: E402
 
 FIGURES = ("restart", "fuzz", "curve", "load", "soak")
 Log = Callable[[str], None]
@@ -139,124 +140,6 @@ def fuzz_figure(runs: int = 100_000, socket_runs: int = 10_000, engines: Tuple[s
     return out
 
 
-# ----------------------------------------------------------------------------- CurveZMQ
-
-def _real_request(model: Any, seq: int, offload: float = 0.5) -> List[bytes]:
-    """What the executor sends for one frame: the head's least important channels, int8 on the wire."""
-    import numpy as np
-    import torch
-
-    from dvfo_ros.core.codec import encode_features
-    from dvfo_ros.core.edge import preprocess
-    m = model
-    rgb = np.random.default_rng(seq).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    with torch.inference_mode():
-        feat = m.head(preprocess(rgb, int(m.meta["input_size"])))
-        _, off_idx = m.split_channels(feat, offload)
-        return encode_features(feat[0, off_idx].numpy(), off_idx.numpy(), model=m.meta["model"],
-                               split=int(m.meta["split"]), seq=seq, deadline=time.time() + 30.0,
-                               total_channels=int(m.channels), artifact_id=str(m.meta.get("artifact_id", "")))
-
-
-def _session(endpoint: str, model: Any, n: int, seq0: int, keys: Dict[str, bytes],
-             wait_s: float) -> Tuple[int, bool, List[List[bytes]]]:
-    """(results received, ping answered, the requests sent) for one client session."""
-    from dvfo_ros.core.link import CloudLink
-    sent = []
-    with CloudLink(endpoint, **keys) as link:
-        alive = link.ping(wait_s)
-        results = 0
-        for seq in range(seq0, seq0 + n):
-            frames = _real_request(model, seq)
-            if link.submit(frames, seq):
-                sent.append(frames)
-            reply = link.wait(seq, wait_s if alive else 0.2)
-            results += int(reply is not None and reply.kind == "result")
-    return results, alive, sent
-
-
-def _raw_plaintext_probe(endpoint: str, frames: List[bytes], wait_s: float = 2.0) -> int:
-    """A plain DEALER (no CURVE at all) sends a valid request: how many replies come back."""
-    import zmq
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(frames, flags=zmq.NOBLOCK)
-    except zmq.Again:
-        pass
-    got = int(bool(sock.poll(int(wait_s * 1000))))
-    sock.close(0)
-    ctx.term()
-    return got
-
-
-def curve_figure(requests: int = 20, log: Log = print) -> Dict[str, Any]:
-    from dvfo_ros.cli import keygen
-    from dvfo_ros.core.link import load_keypair
-    ms = model_settings()
-    model = load_model(ms).eval()
-    keys = tempfile.mkdtemp(prefix="dvfo-keys-")
-    for sub, name in (("", "cloud"), ("robots", "robot1"), ("others", "intruder")):
-        assert keygen.main([os.path.join(keys, sub), "--name", name]) == 0
-    server_public, _ = load_keypair(os.path.join(keys, "cloud.key"))
-    robot_public, robot_secret = load_keypair(os.path.join(keys, "robots", "robot1.key_secret"))
-    intruder_public, intruder_secret = load_keypair(os.path.join(keys, "others", "intruder.key_secret"))
-    out: Dict[str, Any] = {"model": ms["label"], "requests": requests}
-    marker = b'"model"'
-    port = free_port()
-    secure = CloudProcess(f"tcp://127.0.0.1:{port}", cloud_args(ms) + [
-        "--curve-secret", os.path.join(keys, "cloud.key_secret"), "--curve-clients", os.path.join(keys, "robots")])
-    relay = Relay(port)
-    try:
-        got, alive, sent = _session(relay.endpoint, model, requests, 1, dict(
-            curve_server_public=server_public, curve_public=robot_public, curve_secret=robot_secret), 5.0)
-        time.sleep(0.2)
-        captured = bytes(relay.captured)
-        out["allowed_client"] = {"results": got, "of": requests, "ping": alive}
-        out["curve_capture"] = {"bytes": len(captured), "marker_found": marker in captured,
-                                "model_name_found": b"resnet18" in captured,
-                                "payload_prefix_found": any(f[1][:16] in captured for f in sent)}
-        attackers = {"unknown_key": dict(curve_server_public=server_public, curve_public=intruder_public,
-                                         curve_secret=intruder_secret),
-                     "wrong_server_key": dict(curve_server_public=intruder_public),
-                     "no_curve": {}}
-        out["refused_clients"] = {}
-        for name, kw in attackers.items():
-            got_x, alive_x, _ = _session(secure.endpoint, model, 3, 100, kw, 1.5)
-            out["refused_clients"][name] = {"results": got_x, "ping": alive_x}
-        out["refused_clients"]["raw_plaintext_dealer"] = {
-            "results": _raw_plaintext_probe(secure.endpoint, _real_request(model, 200)), "ping": False}
-        out["server_log_says_curve"] = any("curve" in line for line in secure.lines)
-        out["secure_server_alive"] = secure.proc.poll() is None
-    finally:
-        relay.close()
-        secure.kill()
-    port = free_port()
-    plain = CloudProcess(f"tcp://127.0.0.1:{port}", cloud_args(ms))
-    relay = Relay(port)
-    try:
-        got, alive, sent = _session(relay.endpoint, model, requests, 1, {}, 5.0)
-        time.sleep(0.2)
-        captured = bytes(relay.captured)
-        out["plain_client"] = {"results": got, "of": requests}
-        out["plain_capture"] = {"bytes": len(captured), "marker_found": marker in captured,
-                                "model_name_found": b"resnet18" in captured,
-                                "payload_prefix_found": any(f[1][:16] in captured for f in sent)}
-        out["plain_server_log_warns"] = any("no CurveZMQ keys" in line and "loopback only" in line
-                                            for line in plain.lines)
-    finally:
-        relay.close()
-        plain.kill()
-    probe = subprocess.run([sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", f"tcp://0.0.0.0:{free_port()}"],
-                           capture_output=True, text=True, cwd=REPO, timeout=120)
-    out["remote_bind_without_keys"] = {"exit_code": probe.returncode,
-                                       "message": (probe.stderr.strip().splitlines() or [""])[-1]}
-    log(f"curve: allowed {out['allowed_client']}, refused {out['refused_clients']}")
-    return out
-
-
 # ----------------------------------------------------------------------------- table
 
 def _rows(name: str, r: Dict[str, Any]) -> List[Tuple[str, Any, str, Optional[bool]]]:
@@ -316,7 +199,8 @@ def _rows(name: str, r: Dict[str, Any]) -> List[Tuple[str, Any, str, Optional[bo
     if name == "soak":
         stable = r["sockets_during"] is not None and r["sockets_during"][0] == r["sockets_during"][1]
         return [("frames lost", r["frames_lost"], "0", r["frames_lost"] == 0),
-                ("RSS growth after warm-up (%)", f"{r['rss_growth_pct']} ({r['rss_mb_start']} -> {r['rss_mb_end']} MiB)",
+                ("RSS growth after warm-up (%)",
+                 f"{r['rss_growth_pct']} ({r['rss_mb_start']} -> {r['rss_mb_end']} MiB)",
                  "< 5", r["rss_growth_pct"] < 5.0),
                 ("dvfo-cloud RSS growth (%)", r["cloud_rss_growth_pct"], "< 5", r["cloud_rss_growth_pct"] < 5.0),
                 ("sockets during run (min, max)", r["sockets_during"], "constant", stable),
@@ -331,7 +215,7 @@ def format_table(results: Dict[str, Dict[str, Any]]) -> str:
         lines.append(f"== {name} ({r.get('settings', '')})")
         for metric, value, target, met in _rows(name, r):
             mark = "" if met is None else ("  ok" if met else "  MISSED")
-            lines.append(f"  {metric:<48} {str(value):<34} {('target ' + target) if target else '':<16}{mark}")
+            lines.append(f"  {metric:<52} {str(value):<34} {('target ' + target) if target else '':<22}{mark}")
     return "\n".join(lines)
 
 
@@ -375,6 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.fuzz_runs, args.socket_runs = 5000, 1000
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
+    # A DDS domain of our own: a demo or test running beside the figures must not feed them frames.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
     import torch
     torch.set_num_threads(1)
     import reliability_runs as runs
@@ -391,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "soak": lambda: runs.soak_figure(args.soak_s, args.fps, args.deadline_ms, plot=args.plot, log=log),
     }
     settings = {"restart": f"{args.restart_s:g} s at {args.fps:g} fps", "fuzz": f"{args.fuzz_runs} per engine",
-                "curve": "loopback relay capture", "load": f"{args.clients} clients x {args.fps:g} fps x {args.load_s:g} s",
+                "curve": "loopback relay capture",
+                "load": f"{args.clients} clients x {args.fps:g} fps x {args.load_s:g} s",
                 "soak": f"{args.soak_s:g} s at {args.fps:g} fps"}
     results: Dict[str, Dict[str, Any]] = {}
     for name in figures:

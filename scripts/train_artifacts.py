@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=None, help="training time budget per model (s)")
     p.add_argument("--out-dir", default=None, help="where artifacts go (default: the first writable "
                    "of $DVFO_ARTIFACT_DIR, <repo>/artifacts/cache, ~/.cache/dvfo_ros/artifacts)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
@@ -60,8 +62,8 @@ def main(argv=None) -> int:
                               seed=args.seed)
         else:
             cfg = TrainConfig(model=model, dataset=dataset, input_size=args.input_size,
-                              epochs=args.epochs or FULL_EPOCHS.get(dataset, 10.0),
-                              time_budget_s=args.budget_s, seed=args.seed)
+                              epochs=args.epochs or FULL_EPOCHS.get(dataset, 10.0), batch_size=args.batch_size,
+                              lr=args.lr, time_budget_s=args.budget_s, seed=args.seed)
         t0 = time.monotonic()
         net, report = train_collab(cfg, progress=not args.no_progress, log=lambda s: print(f"[train] {s}"))
         net.save_artifact(path)

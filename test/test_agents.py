@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from dvfo_ros.core.agents import (CheckpointError, load_policy, make_policy, policy_names, rollout)
+from dvfo_ros.core.agents import (POLICIES, CheckpointError, load_policy, make_policy, policy_names, rollout)
 from dvfo_ros.core.env import STATE_DIM, SimEnv, build_state
 
 torch.set_num_threads(1)
 FIXED = ["edge_only", "cloud_only", "max_freq", "ondemand", "static"]
 DESIGN_NAMES = {"dvfo", "static", "edge_only", "cloud_only", "max_freq", "ondemand", "dvfs_only", "offload_only",
-                "oracle"}
+                "oracle", "autoscale", "neurosurgeon"}
 SMALL = dict(learning_starts=64, batch_size=32, exploration_steps=300, hidden=32)
 
 
@@ -22,10 +22,11 @@ def test_registry_has_the_design_names_and_rejects_others():
         make_policy("oracle", env.action_space)
 
 
-@pytest.mark.parametrize("name", FIXED + ["dvfo", "dvfs_only", "offload_only", "oracle"])
+@pytest.mark.parametrize("name", FIXED + ["dvfo", "dvfs_only", "offload_only", "oracle", "autoscale",
+                                          "neurosurgeon"])
 def test_every_policy_acts_inside_the_table(name):
     env = SimEnv(seed=1, episode_frames=20)
-    kw = {"env": env} if name == "oracle" else {}
+    kw = {"env": env} if POLICIES[name].needs_env else {}
     policy = make_policy(name, env.action_space, **kw)
     log = rollout(env, policy, 25)
     branches = np.asarray(env.action_space.branches)
@@ -68,9 +69,10 @@ def test_oracle_is_never_beaten_on_the_same_frames():
         def act(self, s):
             return env2.action_space.sample(rng)
 
-    for name in FIXED + ["dvfo", "random"]:
+    for name in FIXED + ["dvfo", "autoscale", "neurosurgeon", "random"]:
         env2 = SimEnv(seed=3, episode_frames=60)
-        policy = RandomPolicy() if name == "random" else make_policy(name, env2.action_space)
+        kw = {"env": env2} if name == "neurosurgeon" else {}
+        policy = RandomPolicy() if name == "random" else make_policy(name, env2.action_space, **kw)
         got = rollout(env2, policy, frames).summary()["reward_mean"]
         assert got <= bound + 1e-9, name
 
@@ -151,6 +153,24 @@ def test_dvfs_only_never_offloads_and_offload_only_follows_ondemand_clocks():
         a = off.act(s)
         assert np.array_equal(a[:3], od.act(s)[:3])
         s, _, _, _ = env.step(a)
+
+
+def test_neurosurgeon_offloads_only_when_the_link_is_fast():
+    env = SimEnv(seed=10)
+    ns = make_policy("neurosurgeon", env.action_space, env=env)
+    slow = build_state({"bandwidth_mbps": 0.5, "rtt_ms": 20})
+    fast = build_state({"bandwidth_mbps": 1000.0, "rtt_ms": 0.1})
+    assert ns.act(slow)[3] == 0
+    assert ns.act(fast)[3] == env.action_space.branches[3] - 1
+
+
+def test_autoscale_q_table_round_trips(tmp_path):
+    env = SimEnv(seed=11)
+    auto = make_policy("autoscale", env.action_space, exploration_steps=100)
+    rollout(env, auto, 200, learn=True)
+    auto.save(str(tmp_path / "a.pt"))
+    again = load_policy(str(tmp_path / "a.pt"))
+    assert np.array_equal(again.q, auto.q) and np.any(auto.q != 0)
 
 
 def test_learn_offline_from_recorded_transitions_changes_the_policy():

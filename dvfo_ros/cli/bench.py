@@ -14,8 +14,6 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from dvfo_ros.cli.train import LEARNT, add_env_args, make_env, train_policy
 
 # Policies that never choose clocks themselves (fixed clocks or the stock governor).
@@ -29,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated policy_mode names")
     p.add_argument("--checkpoint", default=None, help="checkpoint for the learnt policy it was trained as")
     p.add_argument("--frames", type=int, default=1000, help="frames per policy")
-    p.add_argument("--train-steps", type=int, default=20000, help="training frames for learnt policies without a checkpoint")
+    p.add_argument("--train-steps", type=int, default=20000,
+                   help="training frames for learnt policies without a checkpoint")
     p.add_argument("--time-scale", type=float, default=0.5, help="pacing of in-bench training (see dvfo-train)")
     p.add_argument("--static", default=None, help='command for "static", JSON, e.g. {"gpu_freq_hz": 6e8}')
     p.add_argument("--json", default=None, help="write results here")
@@ -94,7 +93,8 @@ def ratios(results: Dict[str, Dict[str, Any]]) -> List[str]:
     if "dvfo" in results and "oracle" in results:
         o = results["oracle"]["cost_mean"]          # energy-latency cost, penalties excluded
         d = results["dvfo"]
-        gap_reward = (results["oracle"]["reward_mean"] - d["reward_mean"]) / max(abs(results["oracle"]["reward_mean"]), 1e-9)
+        best = results["oracle"]["reward_mean"]
+        gap_reward = (best - d["reward_mean"]) / max(abs(best), 1e-9)
         out.append(f"dvfo vs oracle: reward {100 * gap_reward:.1f}% worse, cost "
                    f"{100 * (d['cost_mean'] - o) / max(o, 1e-9):+.1f}%")
     base = [n for n in NO_CLOCK_TUNING if n in results]

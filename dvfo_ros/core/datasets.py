@@ -159,8 +159,9 @@ def draw_scene(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
         col = rng.integers(0, 256, 3)
         if np.abs(col - np.asarray(bg)).sum() > 200:
             break
-    _draw_shape(canvas, SCENE_CLASSES[label], cx, cy, radius, rng.uniform(0, 2 * math.pi),
-                tuple(int(v) for v in col), bg)
+    # pose: upright +-25 deg (a robot's camera sees objects mostly upright), flipped for arrow/ell
+    angle = rng.uniform(-0.44, 0.44) + (math.pi if rng.random() < 0.5 else 0.0)
+    _draw_shape(canvas, SCENE_CLASSES[label], cx, cy, radius, angle, tuple(int(v) for v in col), bg)
     img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     img *= rng.uniform(0.8, 1.15)  # exposure
     img += rng.normal(0.0, rng.uniform(3.0, 12.0), img.shape)  # sensor noise

@@ -217,8 +217,9 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, time_sca
 
     Decision time is measured around ``act`` (plus ``observe`` for a policy that learns inline):
     it lands on the frame's critical path unless the policy is ``concurrent``. ``time_scale`` > 0
-    lets a frame take ``interval * time_scale`` of wall time (interval = max(camera period, latency)), the time a concurrent learner gets
-    to train while the (simulated) frame runs; 0 runs as fast as the CPU allows.
+    lets a frame take ``interval * time_scale`` of wall time (interval = max(camera period,
+    latency)): the time a concurrent learner gets to train while the simulated frame runs;
+    0 runs as fast as the CPU allows.
     """
     log = RolloutLog()
     state = env.reset()
