@@ -173,6 +173,8 @@ def _rows(name: str, r: Dict[str, Any]) -> List[Tuple[str, Any, str, Optional[bo
             rows.append((f"{engine}: crashes / hangs / unanswered",
                          f"{e.get('crashes')} / {e.get('hangs')} / {e.get('inputs', 0) - e.get('answered', 0)}",
                          "0 / 0 / 0", ok))
+            if e.get("stalls"):
+                rows.append((f"{engine}: stalls (>1 s once, fast when re-run)", e["stalls"], "", None))
         return rows
     if name == "curve":
         refused = r["refused_clients"]

@@ -4,7 +4,7 @@
 Why train instead of ship: a resnet18 with its edge and cloud tails is ~20 M parameters (~40 MB
 even in fp16), far past "a few MB"; at 32 px input it trains on 2 CPU cores in minutes.
 
-    python scripts/train_artifacts.py --quick        # setup: resnet18/scenes in ~2 min, skipped if present
+    python scripts/train_artifacts.py --quick        # setup: resnet18/digits in ~2 min, skipped if present
     python scripts/train_artifacts.py                # the full set behind the accuracy table
     python scripts/train_artifacts.py --models resnet18 --datasets digits --epochs 20 --force
 """
@@ -24,7 +24,7 @@ FULL_EPOCHS = {"digits": 25.0, "scenes": 8.0}
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="only resnet18/scenes under a ~100 s training budget (what setup runs)")
+                   help="only resnet18/digits under a ~100 s training budget (what setup runs)")
     p.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"], help="zoo models to train")
     p.add_argument("--datasets", nargs="+", default=["scenes", "digits"],
                    help="digits, scenes, or ImageFolder / torchvision dataset directories")
@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
+    p.add_argument("--resume", action="store_true", help="continue training from the existing artifact")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -50,10 +51,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, args.threads))
     out_dir = args.out_dir or default_artifact_dir()
     os.makedirs(out_dir, exist_ok=True)
-    jobs = [("resnet18", "scenes")] if args.quick else [(m, d) for d in args.datasets for m in args.models]
+    jobs = [("resnet18", "digits")] if args.quick else [(m, d) for d in args.datasets for m in args.models]
     for model, dataset in jobs:
         path = os.path.join(out_dir, artifact_name(model, dataset))
-        if os.path.isfile(path) and not args.force:
+        if os.path.isfile(path) and not (args.force or args.resume):
             print(f"[train] {path} exists; skipping (--force retrains)")
             continue
         if args.quick:
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
         else:
             cfg = TrainConfig(model=model, dataset=dataset, input_size=args.input_size,
                               epochs=args.epochs or FULL_EPOCHS.get(dataset, 10.0), batch_size=args.batch_size,
-                              lr=args.lr, time_budget_s=args.budget_s, seed=args.seed)
+                              lr=args.lr, time_budget_s=args.budget_s, seed=args.seed,
+                              init_artifact=path if args.resume and os.path.isfile(path) else None)
         t0 = time.monotonic()
         net, report = train_collab(cfg, progress=not args.no_progress, log=lambda s: print(f"[train] {s}"))
         net.save_artifact(path)

@@ -101,9 +101,10 @@ def ratios(results: Dict[str, Dict[str, Any]]) -> List[str]:
     if "dvfo" in results and base:
         best = min(base, key=lambda n: results[n]["energy_j_per_frame"])
         b, d = results[best], results["dvfo"]
-        out.append(f"dvfo energy/frame {100 * (1 - d['energy_j_per_frame'] / b['energy_j_per_frame']):+.1f}% below "
-                   f"{best} (lowest-energy policy without clock tuning); p95 {d['latency_ms_p95']:.1f} ms vs "
-                   f"{b['latency_ms_p95']:.1f} ms")
+        saving = 1 - d["energy_j_per_frame"] / b["energy_j_per_frame"]
+        word = "below" if saving >= 0 else "above"
+        out.append(f"dvfo energy/frame {100 * abs(saving):.1f}% {word} {best} (lowest-energy policy without "
+                   f"clock tuning); p95 {d['latency_ms_p95']:.1f} ms vs {b['latency_ms_p95']:.1f} ms")
     if "dvfo" in results:
         out.append(f"dvfo decision p99: {results['dvfo']['decision_ms_p99']:.3f} ms")
     return out

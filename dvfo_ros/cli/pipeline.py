@@ -91,7 +91,7 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
     model = str(ex.get("model", "resnet18"))
     cmd = [sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, "--model", model]
     from dvfo_ros.nodes.executor import resolve_artifact
-    artifact = resolve_artifact(str(ex.get("artifact", "")), model)
+    artifact = resolve_artifact(str(ex.get("artifact", "")), model, str(ex.get("dataset", "digits")))
     cmd += ["--artifact", str(artifact or "none")]  # the server must load exactly what the executor loads
     for flag, key in (("--split", "split_index"), ("--num-classes", "num_classes"),
                       ("--input-size", "input_size")):

@@ -13,7 +13,9 @@ Action: one discrete level per branch ``[cpu, gpu, emc, xi]`` (factorised, so a 
 learns four small heads instead of one head over thousands of joint combinations).
 
 Reward: ``-(eta*E/E_ref + (1-eta)*T/T_ref)`` minus a penalty when T exceeds the latency SLO and
-when the frame's expected accuracy loss exceeds its bound.
+when the frame's expected accuracy loss exceeds its bound. E is the board's energy over the whole
+camera period (busy energy + idle power at the chosen clocks until the next frame), T the frame's
+end-to-end latency; E_ref/T_ref are edge-only inference at max clocks counted the same way.
 """
 from __future__ import annotations
 
@@ -277,7 +279,7 @@ class SimEnv:
                  accuracy_table: Optional[Dict[float, float]] = None, *,
                  action_space: Optional[ActionSpace] = None, split: Optional[int] = None,
                  fps: float = 30.0, episode_frames: int = 300, noise: float = 0.0,
-                 cloud_gflops: float = 30000.0, bytes_per_channel_elem: float = 0.2,
+                 cloud_gflops: float = 30000.0, bytes_per_channel_elem: Optional[float] = None,
                  concentration_range: Tuple[float, float] = (0.3, 3.0)) -> None:
         from dvfo_ros.core.traces import NetworkTrace, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
@@ -294,9 +296,11 @@ class SimEnv:
         if fps <= 0 or episode_frames < 1:
             raise ValueError("fps must be > 0 and episode_frames >= 1")
         self.fps = float(fps)
+        self.period_ms = 1000.0 / self.fps
         self.episode_frames = int(episode_frames)
         self.cloud_gflops = float(cloud_gflops)
-        self.bytes_per_channel_elem = float(bytes_per_channel_elem)
+        # None: the codec's measured wire bytes per value at each xi (twin.COMPRESSION_BY_XI)
+        self.bytes_per_channel_elem = None if bytes_per_channel_elem is None else float(bytes_per_channel_elem)
         self.concentration_range = (float(concentration_range[0]), float(concentration_range[1]))
         self.channels = int(self.workload.feature_shape[0])
         self._mean_mass = self._mean_offloaded_mass()
@@ -310,10 +314,11 @@ class SimEnv:
 
     # ---- helpers ---------------------------------------------------------------------------
     def reference_cost(self) -> Tuple[float, float]:
-        """(energy J, latency ms) of edge-only inference at max clocks: the reward's E_ref/T_ref."""
+        """(energy J per frame period, latency ms) of edge-only inference at max clocks: the
+        reward's E_ref/T_ref (energy counted the same way as ``step``: over the frame period)."""
         cmd = self.action_space.to_command(self.action_space.max_action(0.0))
         fc = self._exact_twin.frame_cost(self.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"],
-                                         cmd["emc_freq_hz"], 0.0, 8.0, 20.0)
+                                         cmd["emc_freq_hz"], 0.0, 8.0, 20.0, frame_period_ms=self.period_ms)
         return float(fc.energy_j), float(fc.total_ms)
 
     def _mean_offloaded_mass(self) -> np.ndarray:
@@ -339,6 +344,15 @@ class SimEnv:
         """(bandwidth_mbps, rtt_ms) the coming frame will meet (the policy only sees an estimate)."""
         return self.trace.at(self.t_s)
 
+    def predict(self, action: Sequence[int], bandwidth_mbps: float, rtt_ms: float) -> Tuple[float, float]:
+        """Noise-free (energy J, latency ms) of one action under a given network (a latency model)."""
+        cmd = self.action_space.to_command(action)
+        fc = self._exact_twin.frame_cost(self.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
+                                         cmd["offload_ratio"], bandwidth_mbps, rtt_ms,
+                                         bytes_per_channel_elem=self.bytes_per_channel_elem,
+                                         cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
+        return float(fc.energy_j), float(fc.total_ms)
+
     def outcome_table(self, bandwidth_mbps: float, rtt_ms: float) -> Tuple[np.ndarray, np.ndarray]:
         """(energy J, latency ms) of every joint action (``action_space.all_actions()`` order), cached."""
         key = (round(float(bandwidth_mbps), 6), round(float(rtt_ms), 6))
@@ -352,7 +366,7 @@ class SimEnv:
                 fc = self._exact_twin.frame_cost(self.workload, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]],
                                                  s.offload_ratios[a[3]], key[0], key[1],
                                                  bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                                 cloud_gflops=self.cloud_gflops)
+                                                 cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
                 energy[i], latency[i] = fc.energy_j, fc.total_ms
             self._table_cache[key] = (energy, latency)
         return self._table_cache[key]
@@ -397,13 +411,16 @@ class SimEnv:
         on_path_ms = max(float(decision_ms), 0.0) if decision_on_path else 0.0
         idle_w = self.twin.idle_power_w(cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"])
         latency_ms = fc.total_ms + on_path_ms
-        energy_j = fc.energy_j + idle_w * on_path_ms / 1e3
+        # Energy per frame = busy energy + idle power at these clocks for the rest of the camera
+        # period (a decision on the critical path is idle time too): what the board's power rail
+        # integrates from one frame to the next. Every policy is charged the same way.
+        interval_ms = max(self.period_ms, latency_ms)
+        energy_j = fc.energy_j + idle_w * (interval_ms - fc.total_ms) / 1e3
         acc_loss = float(self.accuracy_loss(cmd["offload_ratio"]))
         c = float(cost(energy_j, latency_ms, self.reward_cfg))
         pen = float(penalty(latency_ms, acc_loss, self.reward_cfg))
         r = -c - pen
-        interval_ms = max(1000.0 / self.fps, latency_ms)
-        avg_w = (energy_j + idle_w * (interval_ms - latency_ms) / 1e3) / (interval_ms / 1e3)
+        avg_w = energy_j / (interval_ms / 1e3)
         self.twin.step_thermal(interval_ms / 1e3, avg_w)
         self.t_s += 1.0 / self.fps
         self.frames += 1

@@ -55,6 +55,11 @@ class PolicyRuntime:
                 if self.policy.name != mode:
                     raise ValueError(f"checkpoint {checkpoint} holds policy '{self.policy.name}', not '{mode}'")
                 self.space = self.policy.action_space
+                # Rewards on the robot are scored as in training (E_ref, T_ref, SLO), unless overridden below.
+                from dvfo_ros.core.agents import load_checkpoint
+                trained = (load_checkpoint(checkpoint).get("meta") or {}).get("reward") or {}
+                self.set_reward({k: v for k, v in trained.items()
+                                 if isinstance(v, (int, float)) and k not in (reward or {})})
             else:
                 self.policy = make_policy(mode, self.space)
             self.policy.train(learning)   # a deployed policy exploits unless told to keep learning
@@ -82,7 +87,7 @@ class PolicyRuntime:
     def first_action(self) -> Dict[str, float]:
         if self.policy is None:
             return self.static_command()
-        return self.space.to_command(self.policy.act(self.env.build_state({})))
+        return self.space.to_command(self.policy.act(self.env.build_state({}, self.space)))
 
     def on_device_state(self, temperature_c: float) -> None:
         pass
@@ -90,20 +95,8 @@ class PolicyRuntime:
     def on_result(self, energy_j: float, latency_ms: float, fallback: bool) -> None:
         self._last_result = (float(energy_j), float(latency_ms), bool(fallback))
 
-    def _features(self, f: Dict[str, float]) -> Dict[str, float]:
-        """Add the normalised clock levels the MDP's state uses."""
-        out = dict(f)
-        for d, table in (("cpu", self.space.cpu_hz), ("gpu", self.space.gpu_hz), ("emc", self.space.emc_hz)):
-            for prefix in ("", "prev_"):
-                hz = f.get(f"{prefix}{d}_freq_hz", 0.0)
-                if hz and len(table) > 1:
-                    idx = int(np.argmin(np.abs(np.asarray(table, dtype=float) - hz)))
-                    out[f"{prefix}{d}_level"] = idx / (len(table) - 1)
-        return out
-
     def step(self, features: Dict[str, float]) -> Step:
-        feats = self._features(features)
-        state = self.env.build_state(feats)
+        state = self.env.build_state(features, self.space)
         t0 = time.perf_counter()
         if self.policy is None:
             command = self.static_command()

@@ -48,6 +48,7 @@ class TrainConfig:
     max_val: Optional[int] = None        # choose lambda on the first N validation images
     seed: int = 0
     pretrained: bool = False
+    init_artifact: Optional[str] = None  # continue from this artifact's weights (same model/split)
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -87,8 +88,13 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
     x_va, y_va, _ = load_dataset(cfg.dataset, "val", cfg.input_size, 0)
     if cfg.max_train:
         x_tr, y_tr = x_tr[:cfg.max_train], y_tr[:cfg.max_train]
-    model = CollaborativeModel.from_zoo(cfg.model, cfg.split, len(classes), cfg.input_size,
-                                        cfg.seed, cfg.pretrained)
+    if cfg.init_artifact:
+        model = CollaborativeModel.from_artifact(cfg.init_artifact)
+        if model.meta["model"] != cfg.model or int(model.meta["num_classes"]) != len(classes):
+            raise ValueError(f"{cfg.init_artifact} is not a {cfg.model} with {len(classes)} classes")
+    else:
+        model = CollaborativeModel.from_zoo(cfg.model, cfg.split, len(classes), cfg.input_size,
+                                            cfg.seed, cfg.pretrained)
     xt, yt = to_tensor(x_tr), torch.from_numpy(np.array(y_tr, copy=True))
     flip = cfg.dataset != "digits"
     steps_per_epoch = max(1, math.ceil(len(xt) / cfg.batch_size))

@@ -27,8 +27,10 @@ from dvfo_ros.nodes.params import Param, ParamSet
 PARAMS = [
     Param("model", "resnet18", "zoo model", choices=("resnet18", "mobilenet_v2", "efficientnet_b0"), read_only=True),
     Param("split_index", -1, "stage index where the model is cut (-1 = the model's default)", -1, 64, read_only=True),
-    Param("artifact", "", "trained model artifact (.pt); '' = the trained one for the model if any; "
+    Param("artifact", "", "trained model artifact (.pt); '' = the one trained for model + dataset if any; "
           "'none' = untrained zoo weights",
+          read_only=True),
+    Param("dataset", "digits", "data set of the default artifact (digits, scenes or an ImageFolder name)",
           read_only=True),
     Param("num_classes", 1000, "classes of an untrained model (ignored with an artifact)", 2, 100000, read_only=True),
     Param("input_size", 224, "input side in pixels of an untrained model (ignored with an artifact)", 16, 1024,
@@ -48,18 +50,18 @@ PARAMS = [
 ]
 
 
-def resolve_artifact(artifact: str, model: str) -> Optional[str]:
-    """'' -> the trained artifact for the model if there is one; 'none' -> None (untrained); else the path."""
+def resolve_artifact(artifact: str, model: str, dataset: str = "digits") -> Optional[str]:
+    """'' -> the artifact trained for model + dataset if there is one; 'none' -> None (untrained); else the path."""
     from dvfo_ros.core import collab
     if artifact == "none":
         return None
-    return artifact or collab.default_artifact(model)
+    return artifact or collab.default_artifact(model, dataset)
 
 
 def load_model(p: Dict[str, Any]):
     """The artifact if given (or shipped for this model), else an untrained zoo model."""
     from dvfo_ros.core import collab
-    path = resolve_artifact(p["artifact"], p["model"])
+    path = resolve_artifact(p["artifact"], p["model"], p["dataset"])
     if path:
         m = collab.CollaborativeModel.from_artifact(path)
         if m.meta["model"] != p["model"]:

@@ -26,21 +26,17 @@ class NeurosurgeonPolicy(Policy):
 
     def __init__(self, action_space: ActionSpace, env: Any = None, objective: str = "latency") -> None:
         super().__init__(action_space)
-        if env is None or not hasattr(env, "outcome_table"):
+        if env is None or not hasattr(env, "predict"):
             raise ValueError("policy 'neurosurgeon' needs a latency model: pass the twin env (env=SimEnv)")
         if objective not in ("latency", "energy"):
             raise ValueError("neurosurgeon objective must be 'latency' or 'energy'")
         self.env = env
         self.objective = objective
-        all_a = action_space.all_actions()
-        top = action_space.branches
-        self._cands = [a for a in (action_space.max_action(0.0), action_space.max_action(1.0))]
-        self._rows = [int(np.nonzero(np.all(all_a == a, axis=1))[0][0]) for a in self._cands]
-        assert all(a[0] == top[0] - 1 for a in self._cands)
+        self._cands = [action_space.max_action(0.0), action_space.max_action(1.0)]
 
     def act(self, state: np.ndarray) -> np.ndarray:
         bw = max(float(state[_BW]) * STATE_SCALES["bandwidth_mbps"], 0.05)
         rtt = max(float(state[_RTT]) * STATE_SCALES["rtt_ms"], 0.0)
-        energy, latency = self.env.outcome_table(round(bw, 1), round(rtt, 0))
-        score = latency if self.objective == "latency" else energy
-        return self._cands[int(np.argmin([score[i] for i in self._rows]))].copy()
+        col = 1 if self.objective == "latency" else 0
+        scores = [self.env.predict(a, bw, rtt)[col] for a in self._cands]
+        return self._cands[int(np.argmin(scores))].copy()
