@@ -92,7 +92,25 @@ def test_decision_time_on_the_critical_path_costs_latency():
     _, _, _, hidden = env.clone().step(a, decision_ms=5.0, decision_on_path=False)
     _, _, _, paid = env.clone().step(a, decision_ms=5.0)
     assert paid["latency_ms"] == pytest.approx(hidden["latency_ms"] + 5.0)
-    assert paid["energy_j"] > hidden["energy_j"]
+    # inside the camera period the board idles either way: same energy per frame ...
+    assert paid["energy_j"] == pytest.approx(hidden["energy_j"])
+    # ... but a decision that pushes the frame past the period makes the board pay for the overrun
+    _, _, _, late = env.clone().step(a, decision_ms=60.0)
+    assert late["interval_ms"] > 1000.0 / env.fps and late["energy_j"] > hidden["energy_j"]
+
+
+def test_energy_covers_the_whole_camera_period():
+    """Racing to idle at max clocks is not free: the idle power is paid until the next frame."""
+    env = SimEnv(seed=3)
+    a = env.action_space.max_action(0.0)
+    cmd = env.action_space.to_command(a)
+    _, _, _, info = env.clone().step(a)
+    busy = env.twin.frame_cost(env.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
+                               0.0, 8.0, 20.0).energy_j
+    idle_w = env.twin.idle_power_w(cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"])
+    assert info["latency_ms"] < 1000.0 / env.fps
+    assert info["energy_j"] == pytest.approx(busy + idle_w * (1000.0 / env.fps - info["latency_ms"]) / 1e3)
+    assert env.reference_cost()[0] == pytest.approx(info["energy_j"])
 
 
 def test_same_seed_same_frames_whatever_the_actions():

@@ -266,17 +266,14 @@ class OfflineTrainer:
         self.branches = [d for d in range(4) if d not in getattr(agent, "_fixed", {})]
 
     def _losses(self, batch: Tuple[np.ndarray, ...]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ag, hp = self.agent, self.agent.hp
+        """TD loss on the joint action taken, plus CQL's logsumexp over every joint action."""
+        ag = self.agent
         s, a, r, s2, done = (torch.as_tensor(x) for x in batch)
-        with torch.no_grad():
-            nxt_online, nxt_target = ag.q(s2), ag.q_target(s2)
-            nxt = torch.stack([nxt_target[d].gather(1, nxt_online[d].argmax(1, keepdim=True)).squeeze(1)
-                               for d in self.branches]).mean(0)
-            y = r + hp["gamma"] * (1.0 - done) * nxt
-        qs = ag.q(s)
-        q_data = [qs[d].gather(1, a[:, d:d + 1]).squeeze(1) for d in self.branches]
-        td = torch.stack([F.smooth_l1_loss(q, y) for q in q_data]).mean()
-        cql = torch.stack([(torch.logsumexp(qs[d], 1) - q).mean() for d, q in zip(self.branches, q_data)]).mean()
+        y = ag.td_target(r, s2, done)
+        q_all = ag.joint_q(ag.q, s)
+        q_data = ag.q.q_of(s, a)
+        td = F.smooth_l1_loss(q_data, y)
+        cql = (torch.logsumexp(q_all, 1) - q_data).mean()
         return td + self.alpha * cql, td, cql
 
     def step(self, batch: Tuple[np.ndarray, ...]) -> Dict[str, float]:
@@ -304,11 +301,13 @@ class OfflineTrainer:
         for i in range(0, n, batch):
             part = tuple(x[i:i + batch] for x in data)
             _, td, _ = self._losses(part)
-            qs = self.agent.q(torch.as_tensor(part[0]))
-            greedy = torch.stack([qs[d].argmax(1) for d in self.branches], 1)
+            st = torch.as_tensor(part[0])
+            q_all = self.agent.joint_q(self.agent.q, st)
+            shape = [n for d, n in enumerate(self.agent.action_space.branches) if d not in self.agent._fixed]
+            greedy = torch.stack(torch.unravel_index(q_all.argmax(1), shape), 1)
             data_a = torch.as_tensor(part[1])[:, self.branches]
             agree += float((greedy == data_a).float().mean(1).sum())
-            q_sum += float(torch.stack([qs[d].max(1).values for d in self.branches]).mean(0).sum())
+            q_sum += float(q_all.max(1).values.sum())
             td_sum += float(td) * len(part[2])
         return {"val_td": td_sum / n, "val_agreement": agree / n, "val_q": q_sum / n}
 

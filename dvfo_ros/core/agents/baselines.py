@@ -131,6 +131,6 @@ class OffloadOnlyAgent(DvfoAgent):
         super().__init__(action_space, **kw)
 
     def act(self, state: np.ndarray) -> np.ndarray:
-        a = super().act(state)
-        a[:3] = ondemand_levels(state, self.action_space)
-        return a
+        clocks = ondemand_levels(state, self.action_space)
+        a = self.greedy(state, fixed={d: int(clocks[d]) for d in range(3)})   # best xi at these clocks
+        return self._explore(a, self._learned)

@@ -1,32 +1,39 @@
-"""dvfo: branching dueling double DQN over (CPU, GPU, EMC, xi) with thinking-while-moving concurrency.
+"""dvfo: a joint-action Q-learner over (CPU, GPU, EMC, xi) with thinking-while-moving concurrency.
 
-Network (Tavakoli et al., "Action Branching Architectures", AAAI 2018)::
+Network: one trunk, ONE linear head emitting a state value, a table per branch and a table per
+pair of branches; the Q-value of a JOINT action is their sum::
 
-    h = trunk(s);  Q_d(s, a_d) = V(h) + A_d(h, a_d) - mean_a A_d(h, a)       for branch d in cpu/gpu/emc/xi
+    h = trunk(s)
+    Q(s, a) = V(h) + sum_d A_d(h)[a_d] + sum_{d<d'} B_dd'(h)[a_d, a_d']
 
-TD target, one for all branches (the BDQ mean operator, double-DQN selection)::
+Pairwise tables capture the interactions that matter (GPU x EMC clock in a roofline, xi x
+clocks), which a branch-wise BDQ head cannot: there each branch's value was swamped by the other
+branches' exploration noise (a random xi costs 5-8 reward, neighbouring clock levels 0.05).
 
-    y = r + gamma * (1 - done) * mean_d Q_d^target(s', argmax_a Q_d(s', a))
-    loss = mean_d Huber(Q_d(s, a_d) - y)
+Loss on the joint action taken, double-DQN target (gamma = 0 makes it a contextual bandit)::
+
+    y = r + gamma * (1 - done) * Q_target(s', argmax_a' Q(s', a'))
+    loss = mean (Q(s, a) - y)^2
+
+Greedy action: argmax over every joint action (5 x 8 x 4 x 11 = 1760) by NumPy broadcasting of
+the small tables: tens of microseconds, no torch call on the acting path.
 
 Concurrency (DVFO, after Xiao et al., "Thinking While Moving", ICLR 2020): acting and learning
-never wait for each other. ``act`` runs a NumPy copy of the trunk and the branch advantage heads
-(V and the mean do not change an argmax), published by the learner; ``observe`` only appends to
-the shared replay buffer; a learner thread trains while frames run. The state carries the
-previous action, the time since it was chosen and the action-selection latency. With
-``concurrent=False`` (policy ``dvfo_sequential``, the ablation) learning happens inline in
-``observe``, so its time sits on the frame's critical path and each frame gets
+never wait for each other. ``act`` uses a NumPy copy of the network published by the learner;
+``observe`` only appends to the shared replay buffer; a learner thread trains while frames run.
+The state carries the previous action, the time since it was chosen and the action-selection
+latency. With ``concurrent=False`` (policy ``dvfo_sequential``, the ablation) learning happens
+inline in ``observe``, so its time sits on the frame's critical path and each frame gets
 ``updates_per_step`` updates, no more.
 
-Exploration: ``independent`` (BDQ's own: each branch flips its own epsilon coin) or ``branch``
-(one branch at a time, and a branch learns only from frames where no other branch explored,
-which removes the other branches' exploration noise from its targets but can stall in a
-coordinate-wise optimum, e.g. raising the GPU clock alone does not help while the EMC clock
-holds a layer memory-bound).
+Exploration (epsilon decays linearly over ``exploration_steps``): ``joint`` (default; a uniformly
+random joint action), ``independent`` (each branch flips its own coin) or ``branch`` (one
+random branch moved, the others greedy).
 """
 from __future__ import annotations
 
 import atexit
+import itertools
 import threading
 import time
 import weakref
@@ -35,7 +42,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dvfo_ros.core.agents.base import Policy, register
 from dvfo_ros.core.env import BRANCH_NAMES, STATE_DIM, ActionSpace
@@ -51,19 +57,46 @@ def _stop_learners() -> None:
         agent.close()
 
 
-class BranchingQNet(nn.Module):
-    """Shared trunk, then ONE linear layer emitting V and every branch's advantages (few ops: fast on a CPU)."""
+def _layout(branches: Sequence[int]) -> List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]]:
+    """Where each table sits in the head's output: (dims, start, stop, broadcast shape)."""
+    n = [int(b) for b in branches]
+    out, lo = [], 1
+    for dims in [(d,) for d in range(len(n))] + list(itertools.combinations(range(len(n)), 2)):
+        size = int(np.prod([n[d] for d in dims]))
+        shape = tuple(n[d] if d in dims else 1 for d in range(len(n)))
+        out.append((dims, lo, lo + size, shape))
+        lo += size
+    return out
+
+
+class PairwiseQNet(nn.Module):
+    """Shared trunk, then ONE linear layer emitting V, every branch table and every pair table."""
 
     def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128) -> None:
         super().__init__()
         self.branches = [int(n) for n in branches]
+        self.layout = _layout(self.branches)
         self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.out = nn.Linear(hidden, 1 + sum(self.branches))
+        self.out = nn.Linear(hidden, self.layout[-1][2])
 
-    def forward(self, s: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Q of every joint action, shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
         z = self.out(self.trunk(s))
-        v, advs = z[:, :1], torch.split(z[:, 1:], self.branches, dim=1)
-        return [v + adv - adv.mean(dim=1, keepdim=True) for adv in advs]
+        b = z.shape[0]
+        q = z[:, :1].view(b, 1, 1, 1, 1)
+        for _, lo, hi, shape in self.layout:
+            q = q + z[:, lo:hi].view(b, *shape)
+        return q
+
+    def q_of(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) of the joint actions taken (gathers the tables; no full joint tensor)."""
+        z = self.out(self.trunk(s))
+        q = z[:, 0]
+        n = self.branches
+        for dims, lo, _, _ in self.layout:
+            idx = a[:, dims[0]] if len(dims) == 1 else a[:, dims[0]] * n[dims[1]] + a[:, dims[1]]
+            q = q + z[:, lo:].gather(1, idx.view(-1, 1)).squeeze(1)
+        return q
 
 
 class ReplayBuffer:
@@ -110,7 +143,7 @@ class DvfoAgent(Policy):
                  exploration_steps: int = 4000, eps_start: float = 1.0, eps_end: float = 0.05,
                  tau: float = 0.01, updates_per_step: int = 1, replay_ratio: float = 4.0,
                  publish_every: int = 4, fixed: Optional[Dict[str, int]] = None,
-                 exploration: str = "independent") -> None:
+                 exploration: str = "joint") -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -120,8 +153,8 @@ class DvfoAgent(Policy):
             eps_start=float(eps_start), eps_end=float(eps_end), tau=float(tau),
             updates_per_step=int(updates_per_step), replay_ratio=float(replay_ratio),
             publish_every=int(publish_every), fixed=dict(fixed or {}), exploration=str(exploration))
-        if exploration not in ("branch", "independent"):
-            raise ValueError("exploration must be 'branch' (one branch at a time) or 'independent'")
+        if exploration not in ("joint", "branch", "independent"):
+            raise ValueError("exploration must be 'joint', 'branch' (one branch at a time) or 'independent'")
         for name, level in self.hp["fixed"].items():
             if name not in BRANCH_NAMES:
                 raise ValueError(f"fixed branch '{name}' is not one of {', '.join(BRANCH_NAMES)}")
@@ -131,8 +164,8 @@ class DvfoAgent(Policy):
         self._learned = [d for d in range(4) if d not in self._fixed]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.q = BranchingQNet(STATE_DIM, action_space.branches, hidden)
-        self.q_target = BranchingQNet(STATE_DIM, action_space.branches, hidden)
+            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden)
+        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden)
         self.q_target.load_state_dict(self.q.state_dict())
         self.opt = torch.optim.Adam(self.q.parameters(), lr=lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
@@ -149,24 +182,33 @@ class DvfoAgent(Policy):
 
     # ---- acting ---------------------------------------------------------------------------
     def _publish(self) -> None:
-        """Copy the online net's trunk and advantage heads to NumPy for lock-free acting."""
+        """Copy the online net to NumPy for lock-free acting (one tuple swap: atomic for readers)."""
         with torch.no_grad():
             t = self.q.trunk
             self._actor = (t[0].weight.numpy().T.copy(), t[0].bias.numpy().copy(),
                            t[2].weight.numpy().T.copy(), t[2].bias.numpy().copy(),
-                           self.q.out.weight.numpy()[1:].T.copy(), self.q.out.bias.numpy()[1:].copy())
+                           self.q.out.weight.numpy().T.copy(), self.q.out.bias.numpy().copy())
 
-    def greedy(self, state: np.ndarray) -> np.ndarray:
-        """argmax_a Q_d(s, a) per branch from the last published weights (a few microseconds)."""
-        w1, b1, w2, b2, wa, ba = self._actor
+    def q_table(self, state: np.ndarray) -> np.ndarray:
+        """Q of every joint action for one state from the published weights, shape = branches."""
+        w1, b1, w2, b2, wo, bo = self._actor
         h = np.maximum(np.asarray(state, np.float32) @ w1 + b1, 0.0)
-        adv = np.maximum(h @ w2 + b2, 0.0) @ wa + ba
-        out = np.empty(4, np.int64)
-        lo = 0
-        for d, n in enumerate(self.action_space.branches):
-            out[d] = int(np.argmax(adv[lo:lo + n]))
-            lo += n
-        for d, level in self._fixed.items():
+        z = np.maximum(h @ w2 + b2, 0.0) @ wo + bo
+        q = np.full(self.action_space.branches, z[0], np.float32)
+        for _, lo, hi, shape in self.q.layout:
+            q += z[lo:hi].reshape(shape)
+        return q
+
+    def greedy(self, state: np.ndarray, fixed: Optional[Dict[int, int]] = None) -> np.ndarray:
+        """argmax over every joint action (branches in ``fixed`` held at their level)."""
+        q = self.q_table(state)
+        pinned = dict(self._fixed)
+        pinned.update(fixed or {})
+        index = tuple(slice(lvl, lvl + 1) if d in pinned else slice(None) for d, lvl in
+                      ((d, pinned.get(d, 0)) for d in range(4)))
+        sub = q[index]
+        out = np.asarray(np.unravel_index(int(np.argmax(sub)), sub.shape), np.int64)
+        for d, level in pinned.items():
             out[d] = level
         return out
 
@@ -176,18 +218,26 @@ class DvfoAgent(Policy):
         frac = min(1.0, self.steps / max(hp["exploration_steps"], 1))
         return hp["eps_start"] + frac * (hp["eps_end"] - hp["eps_start"])
 
-    def act(self, state: np.ndarray) -> np.ndarray:
-        a = self.greedy(state)
-        if self.training and self._learned:
-            eps = self.epsilon
-            if self.hp["exploration"] == "independent":      # classic BDQ: every branch on its own coin
-                for d in self._learned:
-                    if self._rng.random() < eps:
-                        a[d] = self._rng.integers(self.action_space.branches[d])
-            elif self._rng.random() < eps:                    # one branch at a time, the others greedy
-                d = self._learned[int(self._rng.integers(len(self._learned)))]
-                a[d] = self._rng.integers(self.action_space.branches[d])
+    def _explore(self, a: np.ndarray, learned: Sequence[int]) -> np.ndarray:
+        if not self.training or not learned:
+            return a
+        eps, rng, n = self.epsilon, self._rng, self.action_space.branches
+        mode = self.hp["exploration"]
+        if mode == "independent":                             # every branch on its own coin
+            for d in learned:
+                if rng.random() < eps:
+                    a[d] = rng.integers(n[d])
+        elif rng.random() < eps:
+            if mode == "joint":                               # a uniformly random joint action
+                for d in learned:
+                    a[d] = rng.integers(n[d])
+            else:                                             # one branch moved, the others greedy
+                d = learned[int(rng.integers(len(learned)))]
+                a[d] = rng.integers(n[d])
         return a
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        return self._explore(self.greedy(state), self._learned)
 
     def train(self, mode: bool = True) -> "DvfoAgent":
         self.training = bool(mode)
@@ -199,10 +249,7 @@ class DvfoAgent(Policy):
     def observe(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool) -> None:
         if not self.training:
             return
-        explored = None
-        if self.hp["exploration"] == "branch":
-            explored = (np.asarray(a) != self.greedy(s)).astype(np.float32)
-        self.buffer.add(s, a, r, s2, done, explored)
+        self.buffer.add(s, a, r, s2, done)
         self.steps += 1
         if len(self.buffer) < self.hp["learning_starts"]:
             return
@@ -213,38 +260,40 @@ class DvfoAgent(Policy):
                 self.update()
             self._publish()
 
+    def joint_q(self, net: PairwiseQNet, s: torch.Tensor) -> torch.Tensor:
+        """Q of every joint action the policy may take, flattened to [batch, n] (fixed branches pinned)."""
+        q = net(s)
+        for d, level in self._fixed.items():
+            q = q.narrow(d + 1, level, 1)
+        return q.reshape(q.shape[0], -1)
+
+    def td_target(self, r: torch.Tensor, s2: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """r + gamma * (1 - done) * Q_target(s', argmax Q(s', .)) (just r when gamma = 0)."""
+        gamma = self.hp["gamma"]
+        if gamma == 0.0:
+            return r
+        with torch.no_grad():
+            best = self.joint_q(self.q, s2).argmax(1, keepdim=True)
+            nxt = self.joint_q(self.q_target, s2).gather(1, best).squeeze(1)
+        return r + gamma * (1.0 - done) * nxt
+
+    def soft_update(self) -> None:
+        with torch.no_grad():
+            for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
+                pt.mul_(1.0 - self.hp["tau"]).add_(p, alpha=self.hp["tau"])
+
     def update(self) -> float:
         """One gradient step on a replay minibatch (the math in the module docstring)."""
         hp = self.hp
-        s, a, r, s2, done, explored = (torch.as_tensor(x) for x in self.buffer.sample(hp["batch_size"]))
+        s, a, r, s2, done, _ = (torch.as_tensor(x) for x in self.buffer.sample(hp["batch_size"]))
         with self._update_lock:
-            both = self.q(torch.cat([s, s2], 0))           # one pass: Q(s) with grad, Q(s') for selection
-            n = s.shape[0]
-            qs = [q[:n] for q in both]
-            with torch.no_grad():
-                next_target = self.q_target(s2)
-                nxt = torch.stack([next_target[d].gather(1, both[d][n:].argmax(1, keepdim=True)).squeeze(1)
-                                   for d in self._learned], 0).mean(0)
-                y = r + hp["gamma"] * (1.0 - done) * nxt
-            losses = []
-            for d in self._learned:
-                err = F.smooth_l1_loss(qs[d].gather(1, a[:, d:d + 1]).squeeze(1), y, reduction="none")
-                if hp["exploration"] == "branch":
-                    # Branch d learns only from frames where no OTHER branch explored: its values are
-                    # then "given the others play greedy", without their exploration noise.
-                    others = explored.sum(1) - explored[:, d]
-                    w = (others == 0).float()
-                    losses.append((w * err).sum() / w.sum().clamp(min=1.0))
-                else:
-                    losses.append(err.mean())
-            loss = torch.stack(losses).mean()
+            y = self.td_target(r, s2, done)
+            loss = ((self.q.q_of(s, a) - y) ** 2).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.q.parameters(), 10.0)
             self.opt.step()
-            with torch.no_grad():
-                for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
-                    pt.mul_(1.0 - hp["tau"]).add_(p, alpha=hp["tau"])
+            self.soft_update()
             self.updates += 1
         self.last_loss = float(loss.detach())
         return self.last_loss
