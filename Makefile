@@ -26,5 +26,8 @@ bench: setup
 	  --policies dvfo,oracle,edge_only,cloud_only,max_freq,ondemand,dvfs_only,offload_only \
 	  --frames 2000 --json out/bench.json --plot out/bench.png
 
+reliability: setup
+	$(PY) scripts/reliability.py
+
 clean:
 	rm -rf build out

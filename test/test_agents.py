@@ -1,4 +1,6 @@
 """Policies behind one interface: valid actions, the oracle bound, learning, checkpoints."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -156,7 +158,7 @@ def test_dvfs_only_never_offloads_and_offload_only_follows_ondemand_clocks():
 
 
 def test_neurosurgeon_offloads_only_when_the_link_is_fast():
-    env = SimEnv(seed=10)
+    env = SimEnv("nano", seed=10)     # a slow edge GPU: a fast link beats running the tail locally
     ns = make_policy("neurosurgeon", env.action_space, env=env)
     slow = build_state({"bandwidth_mbps": 0.5, "rtt_ms": 20})
     fast = build_state({"bandwidth_mbps": 1000.0, "rtt_ms": 0.1})
@@ -191,3 +193,45 @@ def test_learn_offline_from_recorded_transitions_changes_the_policy():
     assert not torch.equal(before, agent.state_dict()["q"]["out.weight"])
     with pytest.raises(ValueError):
         agent.learn_offline([], steps=1)
+
+
+def test_dvfo_greedy_is_the_argmax_over_every_joint_action_and_fast():
+    """The published NumPy actor picks the same joint action as brute force over the torch net."""
+    env = SimEnv(seed=13)
+    agent = make_policy("dvfo", env.action_space, seed=3, hidden=32)
+    states = np.random.default_rng(1).uniform(0, 1, (20, STATE_DIM)).astype(np.float32)
+    with torch.no_grad():
+        q = agent.q(torch.as_tensor(states))                     # [20, *branches]
+        a_all = torch.as_tensor(env.action_space.all_actions())
+        flat = q.reshape(20, -1)
+        assert torch.allclose(agent.q.q_of(torch.as_tensor(states[:1]).expand(len(a_all), -1), a_all), flat[0],
+                              atol=1e-4)
+    for s, row in zip(states, flat.numpy()):
+        assert np.array_equal(agent.greedy(s), env.action_space.all_actions()[int(np.argmax(row))])
+    agent.train(False)
+    times = []
+    for s in states.repeat(25, 0):
+        t0 = time.perf_counter()
+        agent.act(s)
+        times.append((time.perf_counter() - t0) * 1e3)
+    assert np.median(times) < 0.5
+
+
+def test_dvfo_joint_q_learns_near_oracle_from_random_frames():
+    """Trained on the JOINT reward of random joint actions, the greedy policy lands near the bound."""
+    env = SimEnv(seed=12)
+    rng = np.random.default_rng(0)
+    s, transitions = env.reset(), []
+    for _ in range(3000):
+        a = env.action_space.sample(rng)
+        s2, r, done, _ = env.step(a)
+        transitions.append((s, a, r, s2, done))
+        s = env.reset() if done else s2
+    agent = make_policy("dvfo", env.action_space, seed=0, hidden=64, batch_size=128)
+    agent.learn_offline(iter(transitions), steps=1500)
+    agent.train(False)
+    ours = rollout(SimEnv(seed=120), agent, 200).summary()["cost_mean"]
+    held = SimEnv(seed=120)
+    bound = rollout(held, make_policy("oracle", held.action_space, env=held), 200).summary()["cost_mean"]
+    rnd = np.mean([c for c in rollout(SimEnv(seed=120), make_policy("dvfo", env.action_space, seed=5), 200).costs])
+    assert ours < 1.25 * bound and ours < 0.5 * rnd

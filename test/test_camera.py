@@ -48,3 +48,10 @@ def test_missing_sources_give_one_line_errors(tmp_path):
         cam.open_source("video", str(tmp_path / "nope.mp4"), 8, 8)
     with pytest.raises(cam.CameraError, match="unknown camera source"):
         cam.open_source("webcam", "", 8, 8)
+
+
+def test_directory_of_only_broken_images_stops_instead_of_spinning(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"garbage")
+    frames = cam.open_source("directory", str(tmp_path), 8, 8, loop=True)
+    with pytest.raises(cam.CameraError, match="could be read"):
+        next(frames)

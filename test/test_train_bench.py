@@ -25,7 +25,7 @@ def test_train_writes_checkpoint_curve_and_summary(tmp_path, capsys):
 
 def test_bench_prints_one_table_and_writes_json_and_pareto(tmp_path, capsys):
     ck = tmp_path / "p.pt"
-    assert train.main(TINY + ["--out", str(ck), "--eval-frames", "0"]) == 0
+    assert train.main(TINY + ["--out", str(ck), "--eval-frames", "0", "--eta", "0.8"]) == 0
     capsys.readouterr()
     js, png = tmp_path / "b.json", tmp_path / "b.png"
     rc = bench.main(["--policies", "oracle,dvfo,edge_only,cloud_only,ondemand", "--checkpoint", str(ck),
@@ -34,7 +34,11 @@ def test_bench_prints_one_table_and_writes_json_and_pareto(tmp_path, capsys):
     text = capsys.readouterr().out
     for name in ("oracle", "dvfo", "edge_only", "cloud_only", "ondemand"):
         assert f"\n{name} " in text
-    data = json.loads(js.read_text())["policies"]
+    report = json.loads(js.read_text())
+    # every row is scored with the reward the checkpoint was trained on, not the bench's defaults
+    assert report["reward"] == load_policy(str(ck)).load(str(ck))["meta"]["reward"]
+    assert report["reward"]["eta"] == 0.8 and "eta 0.8" in text
+    data = report["policies"]
     keys = {"energy_j_per_frame", "latency_ms_mean", "latency_ms_p95", "accuracy", "reward_mean", "slo_violations",
             "decision_ms_p50", "decision_ms_p99"}
     assert set(data) == {"oracle", "dvfo", "edge_only", "cloud_only", "ondemand"}

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from dvfo_ros.core.twin import (DeviceProfile, DeviceTwin, ProfileError, list_profiles, load_profile,
-                                model_workload)
+from dvfo_ros.core.twin import (DeviceProfile, DeviceTwin, ProfileError, bytes_per_value_at, list_profiles,
+                                load_profile, model_workload)
 
 torch.set_num_threads(1)
 MHZ = 1_000_000
@@ -130,7 +130,11 @@ def test_offloading_sends_the_channel_share_and_pays_the_link(r18):
     local = twin.frame_cost(r18, *f, 0.0, 8, 20)
     assert local.bytes_sent == 0 and local.transfer_ms == 0
     half = twin.frame_cost(r18, *f, 0.5, 8.0, 20.0)
-    assert half.bytes_sent == round(0.5 * 128 * 28 * 28 * 0.2)
+    # default wire size: the codec's measured compression at this xi (int8 + zlib, 8.9x at xi = 0.5)
+    assert half.bytes_sent == round(0.5 * 128 * 28 * 28 * 4 / 8.9)
+    assert bytes_per_value_at(0.125) < bytes_per_value_at(0.5) < bytes_per_value_at(1.0) == pytest.approx(4 / 5.6)
+    fixed = twin.frame_cost(r18, *f, 0.5, 8.0, 20.0, bytes_per_channel_elem=0.2)   # the override still works
+    assert fixed.bytes_sent == round(0.5 * 128 * 28 * 28 * 0.2)
     assert half.transfer_ms == pytest.approx(half.bytes_sent * 8 / 8e6 * 1e3 + 20.0)
     assert half.edge_ms < local.edge_ms                     # less tail on the edge
     slow = twin.frame_cost(r18, *f, 0.5, 0.5, 20.0)
@@ -199,3 +203,14 @@ def test_voltage_fit_is_flat_then_rising():
     listed = DeviceProfile(name="t", cpu_hz=[1, 2], gpu_hz=[1, 2], emc_hz=[1, 2],
                            voltage_v={"gpu": [0.7, 0.9]})
     assert listed.volts("gpu", 1.5) == pytest.approx(0.8)
+
+
+def test_frame_period_energy_adds_idle_power_until_the_next_frame(r18):
+    """With a camera period, the frame pays the idle board at its clocks after it finishes."""
+    p = load_profile("xavier_nx")
+    twin = DeviceTwin(p)
+    f = (p.cpu_hz[-1], p.gpu_hz[-1], p.emc_hz[-1])
+    busy = twin.frame_cost(r18, *f, 0.0, 8, 20)
+    framed = twin.frame_cost(r18, *f, 0.0, 8, 20, frame_period_ms=1000 / 30)
+    assert framed.energy_j == pytest.approx(busy.energy_j + twin.idle_power_w(*f) * (1 / 30 - busy.total_ms / 1e3))
+    assert twin.frame_cost(r18, *f, 0.0, 8, 20, frame_period_ms=1.0).energy_j == pytest.approx(busy.energy_j)

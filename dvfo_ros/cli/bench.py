@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dvfo_ros.cli.train import LEARNT, add_env_args, make_env, train_policy
 
@@ -40,12 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_bench(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str, Any]]:
+def run_bench(args: argparse.Namespace, names: List[str]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
+    """Every named policy on the same frames; returns the rows and the one reward config they all used."""
     from dvfo_ros.core.agents import POLICIES, load_checkpoint, make_policy, rollout
+    from dvfo_ros.core.env import RewardConfig
     results: Dict[str, Dict[str, Any]] = {}
     ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    # One reward config for every row: the checkpoint's own (E_ref, T_ref, SLO, eta) when it has
+    # one, so the learnt policy is judged by the cost it was trained on and every rival by the same.
+    trained_cfg = (ck or {}).get("meta", {}).get("reward")
+    reward_cfg = RewardConfig(**trained_cfg) if trained_cfg else make_env(args, args.seed).reward_cfg
     for name in names:
         env = make_env(args, args.seed)
+        env.reward_cfg = reward_cfg
         kw: Dict[str, Any] = {}
         if POLICIES[name].needs_env:          # oracle (bound) and neurosurgeon (latency model)
             kw["env"] = env
@@ -72,7 +79,7 @@ def run_bench(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str,
                          "cost_mean": s["cost_mean"], "slo_violations": s["slo_violations"],
                          "decision_ms_p50": s["decision_ms_p50"], "decision_ms_p99": s["decision_ms_p99"],
                          "source": source}
-    return results
+    return results, reward_cfg.to_dict()
 
 
 def format_table(results: Dict[str, Dict[str, Any]]) -> str:
@@ -158,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     try:
         make_env(args, args.seed)
-        results = run_bench(args, names)
+        results, cfg = run_bench(args, names)
     except (ProfileError, TraceError, CheckpointError, OSError) as exc:
         print(f"dvfo-bench: error: {exc}", file=sys.stderr)
         return 2
@@ -166,14 +173,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"dvfo-bench: error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.device} / {args.model} / trace {args.trace} / seed {args.seed} / {args.frames} frames / "
-          f"eta {args.eta}")
+          f"eta {cfg.get('eta', args.eta)} / E_ref {cfg.get('energy_ref_j', 0):.4f} J / "
+          f"T_ref {cfg.get('latency_ref_ms', 0):.2f} ms / SLO {cfg.get('latency_slo_ms', 0):.1f} ms")
     print(format_table(results))
     for line in ratios(results):
         print(line)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"device": args.device, "model": args.model, "trace": args.trace, "seed": args.seed,
-                       "frames": args.frames, "policies": results}, fh, indent=2)
+                       "frames": args.frames, "reward": cfg, "policies": results}, fh, indent=2)
     if args.plot:
         plot_pareto(results, args.plot, f"{args.device} / {args.model} / {args.trace}")
     return 0

@@ -67,11 +67,15 @@ def directory_frames(path: str, width: int, height: int, loop: bool) -> Iterator
     if not files:
         raise CameraError(f"no images ({', '.join(IMAGE_EXTS)}) in {path}")
     while True:
+        readable = 0
         for f in files:
             bgr = cv2.imread(os.path.join(path, f), cv2.IMREAD_COLOR)
             if bgr is None:
                 continue
+            readable += 1
             yield _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height), -1
+        if readable == 0:   # looping over files that never decode would spin forever
+            raise CameraError(f"none of the {len(files)} images in {path} could be read")
         if not loop:
             return
 

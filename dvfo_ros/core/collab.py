@@ -297,7 +297,7 @@ def artifact_name(model: str, dataset: str) -> str:
     return f"{model}_{os.path.basename(os.path.normpath(dataset))}.pt"
 
 
-def default_artifact(model: str = "resnet18", dataset: str = "scenes") -> Optional[str]:
+def default_artifact(model: str = "resnet18", dataset: str = "digits") -> Optional[str]:
     """Path of the trained artifact for (model, dataset), or None when none has been trained."""
     for d in artifact_dirs():
         path = os.path.join(d, artifact_name(model, dataset))

@@ -8,11 +8,13 @@ from the next frame on (DVFO's thinking-while-moving).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -90,6 +92,10 @@ class ExecutorNode(Node):
         self.frames_seen = 0
         self.result_pub = self.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=100))
         self.obs_pub = self.create_publisher(Observation, "dvfo/observation", QoSProfile(depth=10))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.counts = {"frames": 0, "fallbacks": 0, "cloud_used": 0, "failed": 0}
+        self.last_fallback_reason = ""
+        self.create_timer(1.0, self._publish_diagnostics)
         self.create_subscription(FrameLabel, "camera/label", self._on_label, QoSProfile(depth=50))
         sensor_qos = QoSProfile(depth=p["queue_depth"], reliability=qos_profile_sensor_data.reliability,
                                 durability=qos_profile_sensor_data.durability)
@@ -114,7 +120,13 @@ class ExecutorNode(Node):
             self.labels.popitem(last=False)
 
     def _on_action(self, msg: DvfoAction) -> None:
-        self.action = (float(msg.offload_ratio), float(msg.fusion_weight))
+        xi, lam = float(msg.offload_ratio), float(msg.fusion_weight)
+        if not (math.isfinite(xi) and 0.0 <= xi <= 1.0 and math.isfinite(lam) and lam <= 1.0):
+            self.get_logger().warning(f"ignored action {msg.seq} from '{msg.policy}': offload_ratio={xi}, "
+                                      f"fusion_weight={lam} (need xi in [0, 1], lambda <= 1)",
+                                      throttle_duration_sec=5.0)
+            return
+        self.action = (xi, lam)
         self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz])
 
     def _on_state(self, msg: DeviceState) -> None:
@@ -139,6 +151,33 @@ class ExecutorNode(Node):
                                               int(m["num_classes"]))
         self.get_logger().info(f"edge time and energy from the {profile} twin (timing={mode})")
 
+    def _publish_diagnostics(self) -> None:
+        """Fallbacks and link health for rqt_robot_monitor / diagnostic_aggregator, once a second."""
+        st = DiagnosticStatus(name="dvfo_ros/executor", hardware_id=str(self.params["cloud_endpoint"] or "edge-only"))
+        c = self.counts
+        recent = c["fallbacks"] - getattr(self, "_fallbacks_at_last_diag", 0)
+        self._fallbacks_at_last_diag = c["fallbacks"]
+        if c["failed"]:
+            st.level, st.message = DiagnosticStatus.ERROR, f"{c['failed']} frames failed inference"
+        elif recent:
+            st.level, st.message = DiagnosticStatus.WARN, f"{recent} frames fell back to edge-only: " \
+                f"{self.last_fallback_reason}"
+        else:
+            st.level, st.message = DiagnosticStatus.OK, "frames flowing"
+        stats = dict(self.link.stats) if self.link is not None else {}
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in list(c.items()) + sorted(stats.items())]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def _publish_result(self, out: InferenceResult) -> None:
+        self.counts["frames"] += 1
+        self.counts["fallbacks"] += int(out.fallback)
+        self.counts["cloud_used"] += int(out.cloud_used)
+        if out.fallback:
+            self.last_fallback_reason = out.fallback_reason
+        self.result_pub.publish(out)
+
     def _on_image(self, msg: Image) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         seq, label = self.labels.pop(key, (self.frames_seen, -1))
@@ -154,7 +193,7 @@ class ExecutorNode(Node):
         except cam.CameraError as e:
             self.get_logger().error(f"frame {seq}: {e}", throttle_duration_sec=5.0)
             out.fallback, out.fallback_reason = True, f"malformed frame: {e}"
-            self.result_pub.publish(out)
+            self._publish_result(out)
             return
         xi, lam = self.action
         try:
@@ -162,7 +201,8 @@ class ExecutorNode(Node):
         except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
             self.get_logger().error(f"frame {seq}: inference failed: {e}", throttle_duration_sec=5.0)
             out.fallback, out.fallback_reason = True, f"inference failed: {e}"
-            self.result_pub.publish(out)
+            self.counts["failed"] += 1
+            self._publish_result(out)
             return
         out.top_classes, out.top_scores = r.top_classes, r.top_scores
         out.correct = label >= 0 and bool(r.top_classes) and r.top_classes[0] == label
@@ -171,7 +211,7 @@ class ExecutorNode(Node):
         out.offload_ratio, out.fusion_weight = r.offload_ratio, r.fusion_weight
         out.bytes_sent, out.cloud_used, out.fallback = r.bytes_sent, r.cloud_used, r.fallback
         out.fallback_reason = r.fallback_reason
-        self.result_pub.publish(out)
+        self._publish_result(out)
         names, values = self.obs.on_frame(r)
         ob = Observation()
         ob.header = msg.header
