@@ -132,5 +132,7 @@ class OffloadOnlyAgent(DvfoAgent):
 
     def act(self, state: np.ndarray) -> np.ndarray:
         clocks = ondemand_levels(state, self.action_space)
-        a = self.greedy(state, fixed={d: int(clocks[d]) for d in range(3)})   # best xi at these clocks
-        return self._explore(a, self._learned)
+        greedy = self.greedy(state, fixed={d: int(clocks[d]) for d in range(3)})   # best xi at these clocks
+        a = self._explore(greedy.copy(), self._learned)
+        self.last_explored = bool(np.any(a != greedy))
+        return a

@@ -174,6 +174,7 @@ class DvfoAgent(Policy):
         self.updates = 0                  # gradient steps taken
         self.training = True
         self.last_loss = float("nan")
+        self.last_explored = False
         self._actor: Tuple[np.ndarray, ...] = ()
         self._publish()
         self._stop = threading.Event()
@@ -237,7 +238,10 @@ class DvfoAgent(Policy):
         return a
 
     def act(self, state: np.ndarray) -> np.ndarray:
-        return self._explore(self.greedy(state), self._learned)
+        greedy = self.greedy(state)
+        a = self._explore(greedy.copy(), self._learned)
+        self.last_explored = bool(np.any(a != greedy))     # training curves keep greedy frames apart
+        return a
 
     def train(self, mode: bool = True) -> "DvfoAgent":
         self.training = bool(mode)
