@@ -75,3 +75,12 @@ def test_train_usage_errors_exit_2(capsys):
     assert e.value.code == 2
     assert train.main(["--device", "pentium", "--steps", "5"]) == 2
     assert "unknown profile" in capsys.readouterr().err
+
+
+def test_dvfo_train_with_bag_trains_offline_and_refuses_a_missing_bag(tmp_path, capsys):
+    """`dvfo-train --bag` is the offline path: a missing bag is one clear error and writes nothing."""
+    from dvfo_ros.cli.train import main
+    out = tmp_path / "policy.pt"
+    assert main(["--bag", str(tmp_path / "missing.mcap"), "--out", str(out), "--steps", "10"]) == 1
+    assert "missing.mcap" in capsys.readouterr().err
+    assert not out.exists()

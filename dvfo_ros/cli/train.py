@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--bag" or a.startswith("--bag=") for a in argv):
+        # Offline / batch RL from recorded rosbags (dvfo_ros.cli.train_offline).
+        from dvfo_ros.cli.train_offline import main as train_offline
+        return train_offline(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1 or args.eval_frames < 0 or args.episode_frames < 1 or args.fps <= 0:

@@ -89,7 +89,9 @@ class EdgeInference:
 
     @torch.inference_mode()
     def process(self, rgb: np.ndarray, seq: int, offload_ratio: float, fusion_weight: float = -1.0,
-                clocks: Optional[Clocks] = None) -> FrameOutcome:
+                clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None) -> FrameOutcome:
+        """One frame. ``frame_period_ms`` (time since the previous camera frame): with the twin, the
+        frame's energy then also covers the board's idle power until the next frame, as in training."""
         m = self.model
         t0 = time.perf_counter()
         deadline = t0 + self.deadline_ms / 1000.0
@@ -158,7 +160,10 @@ class EdgeInference:
             edge_ms = float(cost.edge_ms)
             total_ms = max(edge_ms, transfer_ms + cloud_ms) if y_cloud is not None else edge_ms + (
                 (t_reply - t_sent) * 1000.0 if offloaded else 0.0)
-            energy = float(cost.power_w) * total_ms / 1000.0 if cost.power_w else float(cost.energy_j)
+            busy_j = float(cost.power_w) * total_ms / 1000.0 if cost.power_w else float(cost.energy_j)
+            idle_s = max(0.0, (frame_period_ms or 0.0) - total_ms) / 1000.0
+            energy = busy_j + idle_s * float(self.twin.idle_power_w(
+                clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
         elif clocks is not None:
             energy = clocks.power_w * total_ms / 1000.0
         return FrameOutcome(

@@ -90,6 +90,7 @@ class ExecutorNode(Node):
         self.device_backend = ""
         self.labels: "OrderedDict[Tuple[int, int], Tuple[int, int]]" = OrderedDict()
         self.frames_seen = 0
+        self._last_stamp_s = 0.0
         self.result_pub = self.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=100))
         self.obs_pub = self.create_publisher(Observation, "dvfo/observation", QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
@@ -196,8 +197,13 @@ class ExecutorNode(Node):
             self._publish_result(out)
             return
         xi, lam = self.action
+        stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        period_ms = (stamp_s - self._last_stamp_s) * 1000.0 if self._last_stamp_s else None
+        self._last_stamp_s = stamp_s
+        if period_ms is not None and not 0.0 < period_ms < 1000.0:
+            period_ms = None   # a gap (source restart, paused bag): no idle energy to attribute
         try:
-            r = self.engine.process(rgb, seq, xi, lam, self.clocks)
+            r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms)
         except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
             self.get_logger().error(f"frame {seq}: inference failed: {e}", throttle_duration_sec=5.0)
             out.fallback, out.fallback_reason = True, f"inference failed: {e}"
