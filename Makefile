@@ -22,9 +22,13 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 bench: setup
+	@mkdir -p out
+	$(PY) -m dvfo_ros.cli.train --device xavier_nx --model resnet18 --trace dvfo --steps 6000 \
+	  --out out/dvfo_xavier_nx_resnet18.pt
 	$(PY) -m dvfo_ros.cli.bench --device xavier_nx --model resnet18 --trace dvfo \
-	  --policies dvfo,oracle,edge_only,cloud_only,max_freq,ondemand,dvfs_only,offload_only \
-	  --frames 2000 --json out/bench.json --plot out/bench.png
+	  --checkpoint out/dvfo_xavier_nx_resnet18.pt --train-steps 1500 --frames 1000 \
+	  --policies oracle,dvfo,edge_only,cloud_only,offload_only,max_freq,ondemand \
+	  --json out/bench.json --plot out/bench.png
 
 reliability: setup
 	$(PY) scripts/reliability.py
