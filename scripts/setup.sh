@@ -23,7 +23,7 @@ VPY=$VENV/bin/python
 REQ_HASH=$(hash_of requirements/*.txt)
 if ! stamp_ok pip "$REQ_HASH"; then
   say "installing Python packages (first run: a few minutes; torch comes from this machine's disk)"
-  "$VPY" -m pip install -q --upgrade pip wheel setuptools
+  "$VPY" -m pip install -q --upgrade pip wheel setuptools 2>&1 | { grep -v "is ignored" || true; }
   "$VPY" -m pip install -q -r requirements/ros.txt 2>&1 | { grep -v "is ignored" || true; }
   "$VPY" -m pip install -q -r requirements/base.txt 2>&1 | { grep -v "is ignored" || true; }
   "$VPY" -m pip install -q -r requirements/dev.txt 2>&1 | { grep -v "is ignored" || true; }
