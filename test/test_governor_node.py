@@ -51,3 +51,16 @@ def test_invalid_parameter_refused_with_reason():
         ok = gov.set_parameters([Parameter("rate_hz", value=20.0)])[0]
         assert ok.successful
         gov.destroy_node()
+
+
+def test_integer_for_a_float_parameter_is_accepted_and_a_wrong_type_refused():
+    """`thermal_limit_c: 80` in a params file is 80.0; a string is refused with a reason, not a crash."""
+    from dvfo_ros.nodes.governor import GovernorNode
+    with ros_context() as ctx:
+        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("thermal_limit_c", value=80)])
+        assert gov.params["thermal_limit_c"] == 80.0
+        res = gov.set_parameters([Parameter("rate_hz", value="fast")])[0]
+        assert not res.successful and "rate_hz" in res.reason
+        assert gov.set_parameters([Parameter("rate_hz", value=5)])[0].successful
+        assert gov.params["rate_hz"] == 5.0
+        gov.destroy_node()

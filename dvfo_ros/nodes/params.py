@@ -26,8 +26,17 @@ class Param:
     read_only: bool = False
 
 
+def coerce(p: Param, value: Any) -> Any:
+    """An integer where a float is declared is that float (`offload_ratio: 0` in a params file)."""
+    if isinstance(p.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def check(p: Param, value: Any) -> Optional[str]:
     """The reason a value is refused, or None when it is fine."""
+    if type(value) is not type(p.default):
+        return f"{p.name}={value!r} must be a {type(p.default).__name__}"
     if p.choices is not None and value not in p.choices:
         return f"{p.name}={value!r} is not one of {', '.join(map(str, p.choices))}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -39,7 +48,8 @@ def check(p: Param, value: Any) -> Optional[str]:
 
 
 def _descriptor(p: Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=p.description, read_only=p.read_only)
+    # dynamic_typing: a wrong type reaches our check (one clear reason) instead of raising in rclpy.
+    d = ParameterDescriptor(description=p.description, read_only=p.read_only, dynamic_typing=True)
     if p.choices is not None:
         d.additional_constraints = "one of: " + ", ".join(map(str, p.choices))
     if p.low is not None and p.high is not None:
@@ -63,7 +73,7 @@ class ParamSet:
         self._on_change = on_change
         self.values: Dict[str, Any] = {}
         for p in params:
-            value = node.declare_parameter(p.name, p.default, _descriptor(p)).value
+            value = coerce(p, node.declare_parameter(p.name, p.default, _descriptor(p)).value)
             reason = check(p, value)
             if reason:
                 raise ValueError(f"{node.get_name()}: {reason}")
@@ -79,11 +89,12 @@ class ParamSet:
             p = self._params.get(c.name)
             if p is None:
                 continue
-            reason = check(p, c.value)
+            value = coerce(p, c.value)
+            reason = check(p, value)
             if reason:
                 self._node.get_logger().warning(f"refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
-            update[c.name] = c.value
+            update[c.name] = value
         if self._on_change is not None and update:
             reason = self._on_change(dict(self.values, **update))
             if reason:
