@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "of $DVFO_ARTIFACT_DIR, <repo>/artifacts/cache, ~/.cache/dvfo_ros/artifacts)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--offload-sparsity", type=float, default=0.0,
+                   help="L1 weight on the channels offloaded at each step (sparser wire maps, fewer bytes)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
             cfg = TrainConfig(model=model, dataset=dataset, input_size=args.input_size,
                               epochs=args.epochs or FULL_EPOCHS.get(dataset, 10.0), batch_size=args.batch_size,
                               lr=args.lr, time_budget_s=args.budget_s, seed=args.seed,
+                              offload_sparsity=args.offload_sparsity,
                               init_artifact=path if args.resume and os.path.isfile(path) else None)
         t0 = time.monotonic()
         net, report = train_collab(cfg, progress=not args.no_progress, log=lambda s: print(f"[train] {s}"))

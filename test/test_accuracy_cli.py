@@ -62,3 +62,30 @@ def test_cli_refuses_artifact_of_another_model(tmp_path, capsys):
     CollaborativeModel.from_zoo("mobilenet_v2", num_classes=10, input_size=16).save_artifact(path)
     assert accuracy.main(["--model", "resnet18", "--dataset", "digits", "--artifact", path, "--no-plot"]) == 2
     assert "holds mobilenet_v2" in capsys.readouterr().err
+
+
+def test_offload_sparsity_zeroes_what_goes_on_the_wire(trained):
+    """The L1 on the offloaded share makes those channels sparser (so fewer bytes), not the model worse."""
+    from dvfo_ros.core.datasets import load_dataset
+    from dvfo_ros.core.training import to_tensor
+    plain, _, _ = trained
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="resnet18", dataset="digits", input_size=16, epochs=1.0, batch_size=32,
+                      max_train=960, lr=3e-3, calib_images=128, offload_sparsity=30.0)
+    sparse, report = train_collab(cfg, progress=False, log=lambda s: None)
+    x, _, _ = load_dataset("digits", "test", 16, 0)
+    frames = to_tensor(x[:32])
+
+    def share_sent(net):
+        """Share of the map's activation mass in the channels offloaded at xi = 0.5."""
+        with torch.no_grad():
+            feats = net.head(frames)
+        shares = []
+        for i in range(len(feats)):
+            _, off = net.split_channels(feats[i:i + 1], 0.5)
+            shares.append(float(feats[i, off].abs().sum() / feats[i].abs().sum().clamp(min=1e-9)))
+        return sum(shares) / len(shares)
+    print("activation share sent: plain", share_sent(plain), "sparse", share_sent(sparse))
+    assert share_sent(sparse) < 0.7 * share_sent(plain)
+    val = {round(r["xi"], 3): r["accuracy"] for r in report["lambda"]}
+    assert val[0.5] > 0.5, val

@@ -111,6 +111,20 @@ def test_energy_covers_the_whole_camera_period():
     assert info["latency_ms"] < 1000.0 / env.fps
     assert info["energy_j"] == pytest.approx(busy + idle_w * (1000.0 / env.fps - info["latency_ms"]) / 1e3)
     assert env.reference_cost()[0] == pytest.approx(info["energy_j"])
+    # the clock-driven rails' share: the board minus its static power over the camera period
+    static_j = env.profile.static_w / env.fps
+    assert info["soc_energy_j"] == pytest.approx(info["energy_j"] - static_j)
+
+
+def test_lower_clocks_save_soc_rail_energy_while_the_slo_holds():
+    env = SimEnv(seed=3)
+    top = env.action_space.max_action(0.0)
+    low = top.copy()
+    low[1] = max(0, low[1] - 3)           # a few GPU levels down
+    _, _, _, fast = env.clone().step(top)
+    _, _, _, slow = env.clone().step(low)
+    assert slow["latency_ms"] > fast["latency_ms"] and not slow["slo_violation"]
+    assert slow["soc_energy_j"] < fast["soc_energy_j"]
 
 
 def test_same_seed_same_frames_whatever_the_actions():

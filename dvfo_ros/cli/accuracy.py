@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_model(model: str, dataset: str, artifact: Optional[str]) -> Any:
+def load_net(model: str, dataset: str, artifact: Optional[str]) -> Any:
+    """(CollaborativeModel, path) of an artifact; a missing or mismatched one is a UsageError."""
     from dvfo_ros.core.collab import ArtifactError, CollaborativeModel, default_artifact
     path = artifact or default_artifact(model, dataset)
     if path is None:
@@ -105,7 +106,7 @@ def measure(model: str, dataset: str, artifact: Optional[str] = None, xis: Seque
     for xi in xis:
         if not 0.0 <= xi <= 1.0:
             raise UsageError(f"--xi values must be in [0, 1], got {xi}")
-    net, path = _load_model(model, dataset, artifact)
+    net, path = load_net(model, dataset, artifact)
     try:
         images, labels, names = load_dataset(dataset, "test", int(net.meta["input_size"]))
     except DatasetError as exc:

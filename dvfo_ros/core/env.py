@@ -416,6 +416,10 @@ class SimEnv:
         # integrates from one frame to the next. Every policy is charged the same way.
         interval_ms = max(self.period_ms, latency_ms)
         energy_j = fc.energy_j + idle_w * (interval_ms - fc.total_ms) / 1e3
+        # The share no clock setting changes (carrier, DRAM refresh, regulators: the profile's
+        # static_w) over the interval; what is left is the CPU/GPU/SoC rails' energy, the part DVFS
+        # can act on (tegrastats' VDD_CPU_GPU_CV + VDD_SOC on a Xavier NX).
+        soc_energy_j = energy_j - self.profile.static_w * interval_ms / 1e3
         acc_loss = float(self.accuracy_loss(cmd["offload_ratio"]))
         c = float(cost(energy_j, latency_ms, self.reward_cfg))
         pen = float(penalty(latency_ms, acc_loss, self.reward_cfg))
@@ -436,7 +440,8 @@ class SimEnv:
             "time_since_action_ms": interval_ms, "decision_ms": float(decision_ms),
         }
         done = self.frames >= self.episode_frames
-        info = {"energy_j": energy_j, "latency_ms": latency_ms, "accuracy_loss": acc_loss,
+        info = {"energy_j": energy_j, "soc_energy_j": soc_energy_j, "latency_ms": latency_ms,
+                "accuracy_loss": acc_loss,
                 "slo_violation": latency_ms > self.reward_cfg.latency_slo_ms, "cost": c, "penalty": pen,
                 "command": cmd, "bandwidth_mbps": bw, "rtt_ms": rtt, "edge_ms": fc.edge_ms,
                 "transfer_ms": fc.transfer_ms, "bytes_sent": fc.bytes_sent, "power_w": fc.power_w,

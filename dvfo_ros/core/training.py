@@ -7,6 +7,7 @@ One step, readable top to bottom (CleanRL style):
     y_e, y_c = tails on the attention-ranked split at xi             # straight-through top-k mask
     L_xi    = CE(y_e) + CE(y_c) + CE((1 - xi) * y_e + xi * y_c)      # each side alone and fused
     L       = L_full + L_xi + sparsity * mean|feat|                  # sparse maps compress better
+              + offload_sparsity * mean|feat on the xi share sent| / xi  # ... above all what is sent
 Then: per-level BN statistics are calibrated on training images (slimmable nets need one set per
 width), and lambda is chosen per xi on the validation split, with the cloud seeing the int8
 codec's dequantised channels exactly as it will in deployment.
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dvfo_ros.core import models
+from dvfo_ros.core.attention import topk_mask
 from dvfo_ros.core.collab import LEVELS, CollaborativeModel
 from dvfo_ros.core.datasets import load_dataset
 
@@ -42,6 +44,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 5e-4
     sparsity: float = 1e-3               # L1 on the split feature map: more zeros -> fewer wire bytes
+    offload_sparsity: float = 0.0        # L1 on the channels offloaded at this step's xi only
     time_budget_s: Optional[float] = None  # stop early (cosine schedule compressed to fit)
     max_train: Optional[int] = None      # use only the first N training images
     calib_images: int = 512
@@ -135,6 +138,10 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
             if y_e is not None:
                 loss_xi = loss_xi + F.cross_entropy(y_e, y) + F.cross_entropy((1 - xi) * y_e + xi * y_c, y)
             loss = loss_full + loss_xi + cfg.sparsity * feat.abs().mean()
+            if cfg.offload_sparsity > 0:
+                # the least important channels are the ones on the wire: zeros there compress to nothing
+                sent = 1.0 - topk_mask(model.importance(feat), xi).detach()[:, :, None, None]
+                loss = loss + cfg.offload_sparsity * (feat * sent).abs().mean() / xi
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -190,6 +190,7 @@ class RolloutLog:
 
     rewards: List[float] = field(default_factory=list)
     energy_j: List[float] = field(default_factory=list)
+    soc_energy_j: List[float] = field(default_factory=list)
     latency_ms: List[float] = field(default_factory=list)
     accuracy_loss: List[float] = field(default_factory=list)
     slo_violation: List[bool] = field(default_factory=list)
@@ -203,6 +204,7 @@ class RolloutLog:
         dec = np.asarray(self.decision_ms) if self.decision_ms else np.zeros(1)
         return {"frames": len(self.rewards),
                 "energy_j_per_frame": float(np.mean(self.energy_j)) if self.energy_j else 0.0,
+                "soc_energy_j_per_frame": float(np.mean(self.soc_energy_j)) if self.soc_energy_j else 0.0,
                 "latency_ms_mean": float(np.mean(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
                 "accuracy_loss": float(np.mean(self.accuracy_loss)) if self.accuracy_loss else 0.0,
                 "reward_mean": float(np.mean(self.rewards)) if self.rewards else 0.0,
@@ -241,6 +243,7 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, time_sca
             time.sleep(info.get("interval_ms", info["latency_ms"]) * time_scale / 1e3)
         log.rewards.append(float(r))
         log.energy_j.append(float(info["energy_j"]))
+        log.soc_energy_j.append(float(info.get("soc_energy_j", info["energy_j"])))
         log.latency_ms.append(float(info["latency_ms"]))
         log.accuracy_loss.append(float(info["accuracy_loss"]))
         log.slo_violation.append(bool(info["slo_violation"]))
