@@ -11,3 +11,10 @@ os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# A shell that starts pytest in the background (`cmd &`, nohup, some CI runners) leaves SIGINT ignored,
+# and child processes inherit that, so the Ctrl-C tests would wait forever. Handle it here: on exec a
+# handled signal goes back to the default, so every child starts like one run from a terminal.
+import signal  # noqa: E402
+
+signal.signal(signal.SIGINT, signal.default_int_handler)

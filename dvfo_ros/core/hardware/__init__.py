@@ -105,14 +105,14 @@ def install_restore_handlers(backend: HardwareBackend,
             restore()
             if callable(previous):
                 previous(signum, frame)          # chain (e.g. default_int_handler -> KeyboardInterrupt)
-            elif previous == signal.SIG_IGN:
-                return
             else:                                # SIG_DFL or unknown: die by the signal as before
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
         return handler
 
     for sig in signals:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            continue                             # the process was told to ignore it: so do we (atexit still restores)
         try:
             signal.signal(sig, make_handler(sig, signal.getsignal(sig)))
         except ValueError:   # not the main thread: atexit still covers a normal exit
