@@ -31,7 +31,7 @@ bench: setup
 	  --json out/bench.json --plot out/bench.png
 
 reliability: setup
-	$(PY) scripts/reliability.py
+	$(PY) -m dvfo_ros.testing.reliability
 
 clean:
 	rm -rf build out

@@ -3,18 +3,30 @@
        [start_cloud:=true]
 
 Starts the nodes listed in dvfo_ros.nodes.graph.NODES (the same list dvfo-pipeline runs) with the
-params file, plus the ZeroMQ cloud server when start_cloud is true (a local server for bench tests).
+params file, plus the ZeroMQ cloud server when start_cloud is true (a local server for bench tests),
+given the executor's whole model (dvfo_ros.nodes.graph.cloud_arguments, as dvfo-pipeline does).
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dvfo_ros.nodes.graph import CLOUD_EXECUTABLE, NODES
+from dvfo_ros.nodes.graph import CLOUD_EXECUTABLE, NODES, cloud_arguments
+
+
+def _cloud(context):
+    """The cloud server, loading the executor's model: the params file's executor section with the
+    launch arguments applied, through the same ModelSpec the executor builds (cloud_arguments)."""
+    from dvfo_ros.cli.pipeline import load_params
+    executor = dict(load_params(LaunchConfiguration("params_file").perform(context)).get("executor", {}))
+    executor["model"] = LaunchConfiguration("model").perform(context)
+    endpoint = LaunchConfiguration("cloud_endpoint").perform(context)
+    return [Node(package="dvfo_ros", executable=CLOUD_EXECUTABLE, name="cloud", output="screen",
+                 arguments=cloud_arguments(endpoint, executor))]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -41,7 +53,5 @@ def generate_launch_description() -> LaunchDescription:
     }
     nodes = [Node(package="dvfo_ros", executable=spec.name, name=spec.name, output="screen",
                   parameters=[params, overrides.get(spec.name, {})]) for spec in NODES]
-    cloud = Node(package="dvfo_ros", executable=CLOUD_EXECUTABLE, name="cloud", output="screen",
-                 arguments=["--bind", LaunchConfiguration("cloud_endpoint"), "--model", LaunchConfiguration("model")],
-                 condition=IfCondition(LaunchConfiguration("start_cloud")))
+    cloud = OpaqueFunction(function=_cloud, condition=IfCondition(LaunchConfiguration("start_cloud")))
     return LaunchDescription(args + nodes + [cloud])

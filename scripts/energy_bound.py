@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--rtt-ms", type=float, default=20.0)
     p.add_argument("--bandwidths", type=float, nargs="+", default=[0.5, 2.0, 8.0, 20.0])
     args = p.parse_args(argv)
-    from dvfo_ros.core.env import SimEnv
+    from dvfo_ros.core.mdp import SimEnv
     env = SimEnv(args.device, args.model, "dvfo", fps=args.fps)
     space = env.action_space
     acts = space.all_actions()
@@ -39,8 +39,7 @@ def main(argv=None) -> int:
     print(f"{'Mbps':>6} {'edge_only J':>12} {'ms':>6} | {'best at <= its latency':>26} | {'best within the SLO':>30}")
     for bw in args.bandwidths:
         energy, latency = env.outcome_table(bw, args.rtt_ms)
-        static = env.profile.static_w * np.maximum(env.period_ms, latency) / 1e3
-        soc = energy - static
+        soc = env.soc_energy_j(energy, np.maximum(env.period_ms, latency))
 
         def best(mask: np.ndarray) -> str:
             j = int(np.argmin(np.where(mask, energy, np.inf)))

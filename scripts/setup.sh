@@ -95,7 +95,7 @@ if ! stamp_ok editable "$SETUP_HASH-$ROOT"; then
 fi
 # A trained DVFO artifact for the demo: resnet18 on scikit-learn's real handwritten digits. Too large
 # to ship (~44 MB with both tails), quick to train here: ~2 min on 2 cores, once.
-if ! "$VPY" -c 'import sys; from dvfo_ros.core.collab import default_artifact; sys.exit(0 if default_artifact("resnet18", "digits") else 1)' 2>/dev/null; then
+if ! "$VPY" -c 'import sys; from dvfo_ros.core.inference.collab import default_artifact; sys.exit(0 if default_artifact("resnet18", "digits") else 1)' 2>/dev/null; then
   say "training the demo's resnet18 artifact on scikit-learn's digits (~2 min, once)"
   "$VPY" scripts/train_artifacts.py --quick --no-progress
 fi

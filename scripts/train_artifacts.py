@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
-    from dvfo_ros.core.collab import artifact_name, default_artifact_dir
-    from dvfo_ros.core.training import TrainConfig, train_collab
+    from dvfo_ros.core.inference.collab import artifact_name, default_artifact_dir
+    from dvfo_ros.core.inference.training import TrainConfig, train_collab
     torch.set_num_threads(max(1, args.threads))
     out_dir = args.out_dir or default_artifact_dir()
     os.makedirs(out_dir, exist_ok=True)

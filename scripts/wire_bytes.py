@@ -28,15 +28,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
     from dvfo_ros.cli.accuracy import UsageError, bytes_ratio, load_net
-    from dvfo_ros.core.datasets import load_dataset
-    from dvfo_ros.core.training import to_tensor
+    from dvfo_ros.core.io.datasets import load_dataset
+    from dvfo_ros.core.inference.training import to_tensor
     torch.set_num_threads(1)
     try:
         net, path = load_net(args.model, args.dataset, args.artifact)
     except UsageError as exc:
         print(f"wire_bytes: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.model} / {args.dataset} / {os.path.basename(path)}: raw float32 / wire bytes of the offloaded channels")
+    print(f"{args.model} / {args.dataset} / {os.path.basename(path)}: "
+          "raw float32 / wire bytes of the offloaded channels")
     print(f"{'px':>5} {'map':>12} {'zeros':>6} " + " ".join(f"{'xi=' + format(x, 'g'):>9}" for x in args.xi))
     for size in args.sizes:
         x, _, _ = load_dataset(args.dataset, "test", size, 0)

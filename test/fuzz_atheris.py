@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing (atheris / libFuzzer) of the cloud server's request handling and the edge's
-reply decoder, with the contract of dvfo_ros.core.fuzz: every request answered, nothing raises.
+reply decoder, with the contract of dvfo_ros.testing.fuzz: every request answered, nothing raises.
 
     .venv/bin/python test/fuzz_atheris.py -runs=100000 -timeout=5
-    (scripts/reliability.py --figures fuzz runs it and reads the tally it writes)
+    (python -m dvfo_ros.testing.reliability --figures fuzz runs it and reads the tally it writes)
 
 The first input byte picks the target: structure-aware malformed requests (most inputs), raw
 bytes split into frames (what pure coverage guidance finds on its own), or hostile replies. A
@@ -20,7 +20,8 @@ import atheris
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 with atheris.instrument_imports(include=["dvfo_ros"]):
-    from dvfo_ros.core import codec, fuzz  # noqa: E402
+    from dvfo_ros.core.wire import codec
+    from dvfo_ros.testing import fuzz  # noqa: E402
     from dvfo_ros.cloud import server as _server  # noqa: E402,F401  (instrumented: coverage of handle())
 
 STATS = os.environ.get("DVFO_FUZZ_STATS", "")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dvfo_ros.cli import accuracy
-from dvfo_ros.core.collab import CollaborativeModel
-from dvfo_ros.core.training import TrainConfig, train_collab
+from dvfo_ros.core.inference.collab import CollaborativeModel
+from dvfo_ros.core.inference.training import TrainConfig, train_collab
 
 KEYS = {"xi", "accuracy", "accuracy_loss", "bytes_ratio", "edge_flops", "edge_ms"}
 
@@ -66,8 +66,8 @@ def test_cli_refuses_artifact_of_another_model(tmp_path, capsys):
 
 def test_offload_sparsity_zeroes_what_goes_on_the_wire(trained):
     """The L1 on the offloaded share makes those channels sparser (so fewer bytes), not the model worse."""
-    from dvfo_ros.core.datasets import load_dataset
-    from dvfo_ros.core.training import to_tensor
+    from dvfo_ros.core.io.datasets import load_dataset
+    from dvfo_ros.core.inference.training import to_tensor
     plain, _, _ = trained
     torch.set_num_threads(1)
     cfg = TrainConfig(model="resnet18", dataset="digits", input_size=16, epochs=1.0, batch_size=32,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dvfo_ros.core.agents import (POLICIES, CheckpointError, load_policy, make_policy, policy_names, rollout)
-from dvfo_ros.core.env import STATE_DIM, SimEnv, build_state
+from dvfo_ros.core.policies import (POLICIES, CheckpointError, load_policy, make_policy, policy_names, rollout)
+from dvfo_ros.core.mdp import STATE_DIM, SimEnv, build_state
 
 torch.set_num_threads(1)
 FIXED = ["edge_only", "cloud_only", "max_freq", "ondemand", "static"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dvfo_ros.core.attention import SpatialChannelAttention, rank_channels, topk_mask
+from dvfo_ros.core.inference.attention import SpatialChannelAttention, rank_channels, topk_mask
 
 
 def test_planted_high_energy_channel_ranks_first():

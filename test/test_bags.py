@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from dvfo_ros.core import bagtypes
-from dvfo_ros.core.bags import BagError, BagReader, BagWriter, make_message
+from dvfo_ros.core.io import bagtypes
+from dvfo_ros.core.io.bags import BagError, BagReader, BagWriter, make_message
 
 REPO = Path(__file__).resolve().parents[1]
 TR = "dvfo_ros/msg/Transition"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dvfo_ros.core import camera as cam
+from dvfo_ros.core.io import camera as cam
 
 
 def test_synthetic_frames_have_the_requested_size_and_change():

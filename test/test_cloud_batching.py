@@ -12,8 +12,8 @@ from torch import nn
 
 from dvfo_ros.cloud.batching import BatchPolicy, check_batching, collab_batch_runner, verify_batching
 from dvfo_ros.cloud.server import CloudServer
-from dvfo_ros.core import codec
-from dvfo_ros.core.link import CloudLink
+from dvfo_ros.core.wire import codec
+from dvfo_ros.core.wire.link import CloudLink
 
 C, H, W = 8, 6, 6
 
@@ -145,7 +145,7 @@ def test_window_closes_before_the_earliest_deadline():
 
 @pytest.mark.parametrize("model", ["resnet18", "mobilenet_v2"])
 def test_collab_batched_cloud_tail_equals_per_frame_cloud_tail(model):
-    from dvfo_ros.core.collab import CollaborativeModel
+    from dvfo_ros.core.inference.collab import CollaborativeModel
     m = CollaborativeModel.from_zoo(model, None, 10, 64)
     for xi in (0.125, 0.5, 1.0):
         assert verify_batching(m, "cpu", batch=3, offload_ratio=xi) < 1e-4

@@ -12,8 +12,8 @@ import zmq
 from torch import nn
 
 from dvfo_ros.cloud.server import CloudServer
-from dvfo_ros.core import codec
-from dvfo_ros.core.link import CloudLink, load_keypair
+from dvfo_ros.core.wire import codec
+from dvfo_ros.core.wire.link import CloudLink, load_keypair
 
 C, H, W, K = 8, 6, 6, 5
 
@@ -260,7 +260,7 @@ def test_stop_returns_promptly_and_frees_the_port():
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> str:
     """One artifact file for both sides, as on a robot (independent of what setup trained)."""
-    from dvfo_ros.core.collab import CollaborativeModel
+    from dvfo_ros.core.inference.collab import CollaborativeModel
     path = str(tmp_path_factory.mktemp("artifact") / "resnet18_test.pt")
     CollaborativeModel.from_zoo("resnet18", None, 10, 64, seed=3).save_artifact(path)
     return path
@@ -293,7 +293,7 @@ def test_dvfo_cloud_serves_the_collab_cloud_tail_and_stops_on_ctrl_c(capsys, cap
     import signal
     from dvfo_ros.cli import cloud
     caplog.set_level(logging.INFO, logger="dvfo_ros.cloud")
-    from dvfo_ros.core.collab import CollaborativeModel
+    from dvfo_ros.core.inference.collab import CollaborativeModel
     endpoint = _free_endpoint()
     edge = CollaborativeModel.from_artifact(artifact)  # what the executor loads
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -379,7 +379,7 @@ def test_dvfo_cloud_bad_artifact_is_one_line_exit_1(capsys, tmp_path):
 def test_dvfo_cloud_refuses_an_artifact_of_another_model(capsys, artifact):
     from dvfo_ros.cli import cloud
     assert cloud.main(["--bind", "tcp://127.0.0.1:0", "--model", "mobilenet_v2", "--artifact", artifact]) == 1
-    assert "holds resnet18, --model is mobilenet_v2" in capsys.readouterr().err
+    assert "holds resnet18, not mobilenet_v2" in capsys.readouterr().err
     assert cloud.main(["--bind", "tcp://127.0.0.1:0", "--artifact", artifact, "--split", "5"]) == 1
     assert "cut at split 6" in capsys.readouterr().err
 

@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dvfo_ros.core import codec
-from dvfo_ros.core.codec import CodecError, Limits
+from dvfo_ros.core.wire import codec
+from dvfo_ros.core.wire.codec import CodecError, Limits
 
 
 def _relu_map(k=16, h=7, w=9, seed=0) -> np.ndarray:
@@ -130,7 +130,7 @@ def _scene(rng: np.random.Generator, size: int = 224) -> np.ndarray:
 
 def resnet18_bytes_ratio(offload_ratios=(0.25, 0.5, 1.0), scenes: int = 3, split: int = 6):
     """{xi: mean raw-float32 / wire bytes} for the least-energy share xi of resnet18's split map."""
-    from dvfo_ros.core.models import build_model, split_model
+    from dvfo_ros.core.inference.models import build_model, split_model
     head, _ = split_model("resnet18", build_model("resnet18", num_classes=10), split)
     rng = np.random.default_rng(0)
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from dvfo_ros.core import models
-from dvfo_ros.core.collab import (ARTIFACT_VERSION, ArtifactError, CollaborativeModel,
+from dvfo_ros.core.inference import models
+from dvfo_ros.core.inference.collab import (ARTIFACT_VERSION, ArtifactError, CollaborativeModel,
                                   check_compatible, default_artifact)
 
 SIZE = 64

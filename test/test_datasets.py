@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dvfo_ros.core.datasets import SCENE_CLASSES, DatasetError, load_dataset
+from dvfo_ros.core.io.datasets import SCENE_CLASSES, DatasetError, load_dataset
 
 
 def test_scenes_are_fixed_balanced_and_noisy():

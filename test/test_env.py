@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dvfo_ros.core.env import (DEFAULT_ACCURACY_TABLE, STATE_DIM, STATE_NAMES, ActionSpace, RewardConfig, SimEnv,
+from dvfo_ros.core.mdp import (DEFAULT_ACCURACY_TABLE, STATE_DIM, STATE_NAMES, ActionSpace, RewardConfig, SimEnv,
                                build_state, reward)
 from dvfo_ros.core.twin import load_profile
 

@@ -4,7 +4,7 @@ test_codec.py already fuzzes the codec's decoder with byte damage; here the unit
 a hostile network reaches: CloudServer.handle (header limits, accept checks, payload decode, tail
 run, error replies) and decode_reply on the edge. Contract: every request gets a well-formed reply
 naming its seq, quickly; the reply decoder returns a Reply or raises CodecError, nothing else.
-The 100k-example runs are `slow` (make test-slow, or scripts/reliability.py --figures fuzz).
+The 100k-example runs are `slow` (make test-slow, or python -m dvfo_ros.testing.reliability --figures fuzz).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dvfo_ros.core import codec, fuzz
+from dvfo_ros.core.wire import codec
+from dvfo_ros.testing import fuzz
 
 
 class HypothesisDraw:
@@ -105,7 +106,7 @@ def test_fuzzed_requests_over_a_real_socket_are_each_answered_and_the_server_kee
         assert tally.failures == [] and tally.hangs == 0, tally.as_dict()
         assert sum(tally.answered.values()) == 400
         assert tally.answered["error"] > 300   # nearly all are refused, and a fresh client is still served
-        from dvfo_ros.core.link import CloudLink
+        from dvfo_ros.core.wire.link import CloudLink
         with CloudLink(srv.endpoint) as link:
             assert link.ping(3.0)
             frames = fuzz.seed_requests(9)[0]

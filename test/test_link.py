@@ -15,8 +15,8 @@ import zmq
 from torch import nn
 
 from dvfo_ros.cloud.server import CloudServer
-from dvfo_ros.core import codec
-from dvfo_ros.core.link import CloudLink
+from dvfo_ros.core.wire import codec
+from dvfo_ros.core.wire.link import CloudLink
 
 C = 8
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dvfo_ros.core import models
+from dvfo_ros.core.inference import models
 
 
 @pytest.mark.parametrize("name", models.ZOO)

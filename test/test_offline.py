@@ -5,8 +5,8 @@ import pytest
 
 from dvfo_ros.cli.bag import synth
 from dvfo_ros.cli.train_offline import main as train_main
-from dvfo_ros.core.env import ActionSpace
-from dvfo_ros.core.offline import ReadStats, ReservoirBuffer, TransitionChunk, iter_transitions
+from dvfo_ros.core.mdp import ActionSpace
+from dvfo_ros.core.policies.offline import ReadStats, ReservoirBuffer, TransitionChunk, iter_transitions
 from dvfo_ros.core.twin import load_profile
 
 
@@ -28,8 +28,8 @@ def test_train_from_both_storages_and_load_in_policy_runtime(bags, tmp_path, cap
     text = capsys.readouterr().out
     assert "read 800 transitions from 2 bag(s)" in text and "validation: TD error" in text
     assert out.is_file() and (tmp_path / "dvfo.png").stat().st_size > 10_000
-    from dvfo_ros.core.agents import load_checkpoint
-    from dvfo_ros.core.policy_runtime import PolicyRuntime
+    from dvfo_ros.core.policies import load_checkpoint
+    from dvfo_ros.core.policies.runtime import PolicyRuntime
     ck = load_checkpoint(str(out))
     assert ck["policy"] == "dvfo" and ck["meta"]["trained"] == "offline" and ck["meta"]["steps"] == 300
     assert len(ck["meta"]["history"]) == 3
@@ -52,7 +52,7 @@ def test_nan_rewards_are_skipped_with_a_warning(tmp_path, capsys):
 
 
 def test_bag_without_transitions_fails_cleanly_and_keeps_the_checkpoint(tmp_path, capsys):
-    from dvfo_ros.core.bags import BagWriter, make_message
+    from dvfo_ros.core.io.bags import BagWriter, make_message
     bag = tmp_path / "no_tr"
     with BagWriter(bag, "mcap") as w:
         w.add_topic("/dvfo/inference", "dvfo_ros/msg/InferenceResult")
@@ -97,15 +97,15 @@ def test_reservoir_keeps_a_uniform_sample_in_fixed_memory():
 
 
 def _twin_reward(policy, frames=300):
-    from dvfo_ros.core.agents import rollout
-    from dvfo_ros.core.env import RewardConfig, SimEnv
+    from dvfo_ros.core.policies import rollout
+    from dvfo_ros.core.mdp import RewardConfig, SimEnv
     env = SimEnv("xavier_nx", seed=11, reward_cfg=RewardConfig(eta=0.5))
     return rollout(env, policy, frames).summary()["reward_mean"]
 
 
 def test_explored_data_trains_a_policy_far_better_than_the_recorded_one(tmp_path, capsys):
     """max_freq with 30 % random actions: coverage is enough for plain double DQN, which finds the cheap clocks."""
-    from dvfo_ros.core.agents import load_policy, make_policy
+    from dvfo_ros.core.policies import load_policy, make_policy
     bag = tmp_path / "mf"
     synth(str(bag), 1200, policy="max_freq", explore=0.3, seed=5)
     out = tmp_path / "mf.pt"
@@ -120,7 +120,7 @@ def test_explored_data_trains_a_policy_far_better_than_the_recorded_one(tmp_path
 
 def test_governor_data_without_exploration_stays_near_the_governor(tmp_path, capsys):
     """Pure ondemand data never tries xi > 0: the conservative term keeps the policy from extrapolating."""
-    from dvfo_ros.core.agents import load_policy, make_policy
+    from dvfo_ros.core.policies import load_policy, make_policy
     bag = tmp_path / "od"
     synth(str(bag), 800, policy="ondemand", seed=3)
     out = tmp_path / "od.pt"

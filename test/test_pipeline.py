@@ -1,6 +1,5 @@
 """The composed pipeline over real DDS, real ZeroMQ and a real cloud process: every camera frame
 gets exactly one InferenceResult, with and without offloading, and while the cloud dies."""
-import os
 import signal
 import subprocess
 import sys

@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from dvfo_ros.cli.profile import grid_points, main
-from dvfo_ros.core.models import backbone_stages, build_model
+from dvfo_ros.core.inference.models import backbone_stages, build_model
 from dvfo_ros.core.twin import DeviceTwin, load_profile
-from dvfo_ros.core.workload import model_workload
+from dvfo_ros.core.twin.workload import model_workload
 from fake_sysfs import build_linux_tree, read
 
 

@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from rosutil import ros_context, spin_until
-from dvfo_ros.core.bags import BagReader
+from dvfo_ros.core.io.bags import BagReader
 
 pytestmark = pytest.mark.ros
 
@@ -112,7 +112,7 @@ def test_dvfo_record_refuses_an_existing_directory(tmp_path):
 def test_record_a_composed_pipeline_then_train_on_it(tmp_path, monkeypatch):
     """The issue's path end to end: pipeline (real DDS) -> dvfo-record -> bag -> dvfo-train -> node loads it."""
     from dvfo_ros.cli.pipeline import run
-    from dvfo_ros.core import collab
+    from dvfo_ros.core.inference import collab
     monkeypatch.setattr(collab, "default_artifact", lambda *a, **k: None)
     out = tmp_path / "pipeline_bag"
     proc = _start_recorder(out)

@@ -1,4 +1,5 @@
-"""Short versions of the reliability figures (scripts/reliability.py), asserting what a user relies on:
+"""Short versions of the reliability figures (`python -m dvfo_ros.testing.reliability`), asserting
+what a user relies on:
 traffic on the wire is unreadable with CurveZMQ, the executor's key parameters work, the composed
 pipeline loses no frame when the cloud dies and comes back, N robots are all served, and a pipeline
 run leaves no socket behind. Real processes, real sockets on 127.0.0.1, real DDS; no mocks.
@@ -7,19 +8,13 @@ test_link.py / test_cloud_server.py / test_pipeline.py already cover the link-le
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-from reliability_common import CloudProcess, Relay, cloud_args, free_port, model_settings  # noqa: E402
-
-from dvfo_ros.core import fuzz  # noqa: E402
-from dvfo_ros.core.link import CloudLink, load_keypair  # noqa: E402
+from dvfo_ros.core.wire.link import CloudLink, load_keypair
+from dvfo_ros.testing import fuzz
+from dvfo_ros.testing.reliability.common import CloudProcess, Relay, cloud_args, free_port, model_settings
 
 
 @pytest.fixture
@@ -64,7 +59,7 @@ def test_curve_traffic_captured_on_loopback_is_not_plaintext(keys):
 
 
 def _pipeline_params(ms, endpoint, **executor):
-    from reliability_runs import pipeline_params
+    from dvfo_ros.testing.reliability.runs import pipeline_params
     p = pipeline_params(ms, endpoint, fps=30.0, deadline_ms=300.0)
     p["executor"].update(executor)
     return p
@@ -99,7 +94,7 @@ def test_executor_takes_its_curve_keys_from_parameters(keys):
 @pytest.mark.slow   # ~50 s: two dvfo-cloud start-ups; test_link + test_pipeline cover the parts in the default run
 @pytest.mark.ros
 def test_cloud_killed_and_restarted_under_the_pipeline_loses_no_frame_and_recovers():
-    from reliability_runs import restart_figure
+    from dvfo_ros.testing.reliability.runs import restart_figure
     r = restart_figure(seconds=30.0, fps=30.0, kill_at_s=3.0, down_s=0.5, log=lambda *_: None)
     assert r["killed"] and r["restarted"], r
     assert r["frames_lost"] == 0 and r["results_out"] == 900
@@ -112,7 +107,7 @@ def test_cloud_killed_and_restarted_under_the_pipeline_loses_no_frame_and_recove
 
 @pytest.mark.slow
 def test_four_robots_at_30_fps_are_all_answered():
-    from reliability_runs import load_figure
+    from dvfo_ros.testing.reliability.runs import load_figure
     r = load_figure(clients=4, seconds=5.0, fps=30.0, deadline_ms=200.0, log=lambda *_: None)
     assert r["frames"] == 4 * 150 and r["cloud_alive_at_end"]
     assert r["answered_pct"] >= 90.0, r
@@ -121,7 +116,7 @@ def test_four_robots_at_30_fps_are_all_answered():
 
 @pytest.mark.ros
 def test_a_pipeline_run_leaves_no_socket_behind_and_memory_flat():
-    from reliability_runs import soak_figure
+    from dvfo_ros.testing.reliability.runs import soak_figure
     # A first run opens the process-wide sockets that live as long as the process (ZeroMQ's and DDS's
     # singletons); leaks are what a second run leaves beyond them.
     soak_figure(seconds=2.0, fps=30.0, sample_s=0.5, log=lambda *_: None)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dvfo_ros.core.traces import NetworkTrace, TraceError, load_trace, lte_trace, uniform_trace
+from dvfo_ros.core.io.traces import NetworkTrace, TraceError, load_trace, lte_trace, uniform_trace
 
 
 def test_csv_round_trip(tmp_path):

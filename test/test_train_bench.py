@@ -4,7 +4,7 @@ import json
 import pytest
 
 from dvfo_ros.cli import bench, train
-from dvfo_ros.core.agents import load_policy
+from dvfo_ros.core.policies import load_policy
 
 TINY = ["--steps", "300", "--learning-starts", "64", "--batch-size", "32", "--exploration-steps", "200",
         "--hidden", "32", "--eval-frames", "60", "--time-scale", "0"]

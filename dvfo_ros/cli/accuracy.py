@@ -17,10 +17,12 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from dvfo_ros.core.errors import DvfoError
+
 DEFAULT_XI = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 
 
-class UsageError(ValueError):
+class UsageError(ValueError, DvfoError):
     """Bad command-line input: one line, exit code 2."""
 
 
@@ -47,23 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_net(model: str, dataset: str, artifact: Optional[str]) -> Any:
     """(CollaborativeModel, path) of an artifact; a missing or mismatched one is a UsageError."""
-    from dvfo_ros.core.collab import ArtifactError, CollaborativeModel, default_artifact
-    path = artifact or default_artifact(model, dataset)
-    if path is None:
+    from dvfo_ros.core.inference.collab import ArtifactError
+    from dvfo_ros.core.inference.spec import ModelSpec
+    spec = ModelSpec(model=model, dataset=dataset, artifact=artifact or "").pinned()
+    path = spec.artifact
+    if path == "none":
         raise UsageError(f"no trained artifact for {model}/{os.path.basename(os.path.normpath(dataset))}; "
                          f"train one: python scripts/train_artifacts.py --models {model} --datasets {dataset}")
     try:
-        net = CollaborativeModel.from_artifact(path)
+        net = spec.load()
     except ArtifactError as exc:
         raise UsageError(str(exc)) from None
-    if net.meta["model"] != model:
-        raise UsageError(f"artifact {path} holds {net.meta['model']}, not {model}")
     return net, path
 
 
 def bytes_ratio(net: Any, feats: Any, xi: float) -> float:
     """Wire bytes / raw float32 bytes of the offloaded channels, summed over frames (real codec)."""
-    from dvfo_ros.core.codec import encode_features, raw_float32_bytes, wire_bytes
+    from dvfo_ros.core.wire.codec import encode_features, raw_float32_bytes, wire_bytes
     wire = raw = 0
     for i in range(len(feats)):
         feat = feats[i:i + 1]
@@ -101,8 +103,8 @@ def measure(model: str, dataset: str, artifact: Optional[str] = None, xis: Seque
     """The accuracy table as data: {"model", "dataset", "artifact", "baseline", "rows": [...]}."""
     import numpy as np
     import torch
-    from dvfo_ros.core.datasets import DatasetError, load_dataset
-    from dvfo_ros.core.training import head_features, tail_logits, to_tensor
+    from dvfo_ros.core.io.datasets import DatasetError, load_dataset
+    from dvfo_ros.core.inference.training import head_features, tail_logits, to_tensor
     for xi in xis:
         if not 0.0 <= xi <= 1.0:
             raise UsageError(f"--xi values must be in [0, 1], got {xi}")
@@ -140,14 +142,14 @@ def measure(model: str, dataset: str, artifact: Optional[str] = None, xis: Seque
 
 
 def format_table(result: Dict[str, Any]) -> str:
-    lines = [f"{result['model']} on {result['dataset']} ({result['test_images']} test images, "
+    from dvfo_ros.cli.common import format_table as table
+    title = (f"{result['model']} on {result['dataset']} ({result['test_images']} test images, "
              f"{result['input_size']} px; whole-on-edge top-1 {result['baseline']:.4f}; "
-             f"artifact {result['artifact_id']})",
-             f"{'xi':>6} {'top1':>7} {'loss':>7} {'lambda':>6} {'bytes':>7} {'edge MMAC':>10} {'edge ms':>8}"]
-    for r in result["rows"]:
-        lines.append(f"{r['xi']:6.3f} {r['accuracy']:7.4f} {r['accuracy_loss']:+7.4f} {r['lambda']:6.2f} "
-                     f"{r['bytes_ratio']:7.3f} {r['edge_flops'] / 1e6:10.2f} {r['edge_ms']:8.3f}")
-    return "\n".join(lines)
+             f"artifact {result['artifact_id']})")
+    rows = [(r["xi"], r["accuracy"], r["accuracy_loss"], r["lambda"], r["bytes_ratio"], r["edge_flops"] / 1e6,
+             r["edge_ms"]) for r in result["rows"]]
+    return title + "\n" + table(rows, ("xi", "top1", "loss", "lambda", "bytes", "edge MMAC", "edge ms"),
+                                floatfmt=(".3f", ".4f", "+.4f", ".2f", ".3f", ".2f", ".3f"))
 
 
 def plot(result: Dict[str, Any], path: str) -> None:

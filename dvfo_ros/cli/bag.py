@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from dvfo_ros.core.bags import STORAGES, BagError, BagReader, BagWriter
+from dvfo_ros.cli.common import error, format_table
+from dvfo_ros.core.io.bags import STORAGES, BagError, BagReader, BagWriter
 
 
 class _Stat:
@@ -107,17 +108,13 @@ def summarize(path: str, warn=None) -> Dict[str, Any]:
     return out
 
 
-def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def print_summary(s: Dict[str, Any]) -> None:
     print(f"bag:       {s['path']} ({s['storage']}, {s['size_bytes'] / 2**20:.1f} MiB"
           f"{', salvaged from a damaged file' if s['salvaged'] else ''})")
     print(f"duration:  {s['duration_s']:.1f} s, {s['messages']} messages")
     print("topics:")
-    for t, i in s["topics"].items():
-        print(f"  {t:<28} {i['type']:<34} {i['count']:>9}  {i['rate_hz']:7.1f} Hz")
+    print(format_table(((t, i["type"], i["count"], i["rate_hz"]) for t, i in s["topics"].items()),
+                       ("topic", "type", "messages", "Hz"), floatfmt=("", "", "", ".1f"), indent="  "))
     rw = s["rewards"]
     if rw.get("count"):
         print(f"rewards:   n={rw['count']} mean={rw['mean']:.4f} std={rw['std']:.4f} min={rw['min']:.4f} "
@@ -125,13 +122,11 @@ def print_summary(s: Dict[str, Any]) -> None:
     else:
         print("rewards:   no Transition messages" + (f" ({rw['nan']} NaN)" if rw["nan"] else ""))
     if s["policies"]:
-        print(f"  {'policy':<14} {'frames':>7} {'E J/frame':>10} {'lat ms':>8} {'p95 ms':>8} {'xi':>5} "
-              f"{'fallback':>8} {'acc':>5} {'reward':>8}")
-        for name, p in s["policies"].items():
-            print(f"  {name:<14} {p['frames']:>7} {_fmt(p['energy_j_per_frame'], '10.4f')} "
-                  f"{_fmt(p['latency_ms_mean'], '8.1f')} {_fmt(p['latency_ms_p95'], '8.1f')} "
-                  f"{_fmt(p['offload_ratio_mean'], '5.2f')} {_fmt(p['fallback_share'], '8.2f')} "
-                  f"{_fmt(p['accuracy'], '5.2f')} {_fmt(p['reward_mean'], '8.4f')}")
+        print(format_table(((name, p["frames"], p["energy_j_per_frame"], p["latency_ms_mean"], p["latency_ms_p95"],
+                             p["offload_ratio_mean"], p["fallback_share"], p["accuracy"], p["reward_mean"])
+                            for name, p in s["policies"].items()),
+                           ("policy", "frames", "E J/frame", "lat ms", "p95 ms", "xi", "fallback", "acc", "reward"),
+                           floatfmt=("", "", ".4f", ".1f", ".1f", ".2f", ".2f", ".2f", ".4f"), indent="  "))
     for w in s["warnings"]:
         print(f"warning: {w}")
 
@@ -142,9 +137,9 @@ def synth(out: str, frames: int, policy: str = "ondemand", storage: str = "mcap"
     """Run ``policy`` in the twin for ``frames`` frames and record what the pipeline would publish."""
     from tqdm import tqdm
 
-    from dvfo_ros.core.agents import make_policy
-    from dvfo_ros.core.env import STATE_NAMES, RewardConfig, SimEnv
-    from dvfo_ros.core.bagtypes import DEFAULT_TOPICS
+    from dvfo_ros.core.policies import make_policy
+    from dvfo_ros.core.mdp import STATE_NAMES, RewardConfig, SimEnv
+    from dvfo_ros.core.io.bagtypes import DEFAULT_TOPICS
 
     env = SimEnv(profile, seed=seed, reward_cfg=RewardConfig(eta=eta))
     space = env.action_space
@@ -230,8 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             s = summarize(args.path)
         except BagError as e:
-            print(f"dvfo-bag: error: {e}", file=sys.stderr)
-            return 1
+            return error("dvfo-bag", e, code=1)
         if args.json == "-":
             print(json.dumps(s, indent=2, default=str))
             return 0
@@ -245,8 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         counts = synth(args.out, args.frames, args.policy, args.storage, args.profile, args.eta, args.seed,
                        args.explore, args.hz, progress=True)
     except (BagError, ValueError) as e:
-        print(f"dvfo-bag: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return error("dvfo-bag", e, code=1)
     print(f"wrote {args.out} ({args.storage}): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return 0
 

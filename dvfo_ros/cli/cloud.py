@@ -4,20 +4,22 @@
     dvfo-keygen keys --name cloud && dvfo-cloud --bind tcp://0.0.0.0:5555 \\
         --curve-secret keys/cloud.key_secret --curve-clients keys/robots/
 
-It loads the same model the edge's executor loads (the artifact given, else the one shipped for
-the model, else the untrained zoo model with the same seed), refuses requests for another model,
-split or artifact, and prints "dvfo-cloud ready on <endpoint> (...)" once bound.
+It loads the same model the edge's executor loads (one ModelSpec: the artifact given, else the one
+trained for --model + --dataset, else the untrained zoo model with the same seed), refuses requests
+for another model, split or artifact, and prints "dvfo-cloud ready on <endpoint> (...)" once bound.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from dvfo_ros.core.inference.spec import ModelSpec
+from dvfo_ros.core.signals import install_handlers, restore_handlers
 
 log = logging.getLogger("dvfo_ros.cloud")
 
@@ -28,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dvfo-cloud", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint to bind (ROUTER)")
-    p.add_argument("--model", default="resnet18", help="zoo model (an artifact must hold this model)")
-    p.add_argument("--split", type=int, default=-1, help="split index (-1: the model's default)")
-    p.add_argument("--artifact", default="",
-                   help="trained artifact (.pt); '' = the trained one for --model if any; 'none' = untrained")
-    p.add_argument("--num-classes", type=int, default=1000, help="classes of an untrained model")
-    p.add_argument("--input-size", type=int, default=224, help="input side (px) of an untrained model")
-    p.add_argument("--seed", type=int, default=0, help="weight seed of an untrained model (must match the edge)")
+    ModelSpec.add_arguments(p)    # the model, exactly as the executor names it (ModelSpec.cloud_args)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the tail runs; auto = CUDA when available")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -60,19 +56,8 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def load_collab_model(args: argparse.Namespace) -> Any:
-    """The same model the executor loads for these settings: '' = the trained artifact for the
-    model if there is one, 'none' = the untrained zoo model (same seed), else the artifact file."""
-    from dvfo_ros.core import collab
-    path = None if args.artifact == "none" else (args.artifact or collab.default_artifact(args.model))
-    if path:
-        model = collab.CollaborativeModel.from_artifact(path)
-        if model.meta["model"] != args.model:
-            raise collab.ArtifactError(f"artifact {path} holds {model.meta['model']}, --model is {args.model}")
-        if args.split >= 0 and int(model.meta["split"]) != args.split:
-            raise collab.ArtifactError(f"artifact {path} is cut at split {model.meta['split']}, not {args.split}")
-        return model
-    split = None if args.split < 0 else args.split
-    return collab.CollaborativeModel.from_zoo(args.model, split, args.num_classes, args.input_size, args.seed)
+    """The same model the executor loads for these settings (ModelSpec.load)."""
+    return ModelSpec.from_args(args).load()
 
 
 def make_tail_runner(model: Any, device: str) -> Tuple[Any, Dict[str, Any]]:
@@ -108,7 +93,7 @@ def _pick_device(choice: str) -> str:
 def _curve_keys(args: argparse.Namespace) -> Dict[str, Any]:
     if not args.curve_secret:
         return {}
-    from dvfo_ros.core.link import load_keypair
+    from dvfo_ros.core.wire.link import load_keypair
     public, secret = load_keypair(args.curve_secret)
     if secret is None:
         raise ValueError(f"{args.curve_secret} holds no secret key (give NAME.key_secret, not NAME.key)")
@@ -149,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner, accept = make_tail_runner(model, device)
         batch = _batching(model, device, args.max_batch)
         from dvfo_ros.cloud.server import CloudServer
-        from dvfo_ros.core.codec import Limits
+        from dvfo_ros.core.wire.codec import Limits
         server = CloudServer(args.bind, runner, accept=accept, deadline_slack_s=args.deadline_slack_s,
                              limits=Limits(max_payload_bytes=int(args.max_payload_mb * (1 << 20))),
                              batch_window_ms=args.batch_window_ms, **batch, **keys)
@@ -166,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.info("signal %d: shutting down", signum)
         server.stop()
 
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = install_handlers(lambda _sig, _old: _on_signal)   # SIGINT, SIGTERM; an ignored one stays ignored
     batching = f", batch<={server.policy.max_batch}" if server.batching else ""
     print(f"dvfo-cloud ready on {server.endpoint} ({accept['model']}, split {accept['split']}, {device}"
           f"{batching}{', curve' if server.secure else ''})", flush=True)
@@ -183,8 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          s["max_batch_seen"], len(s["by_client"]))
     finally:
         server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_handlers(previous)
     s = server.stats
     log.info("stopped: requests %d answered %d errors %d", s["requests"], s["answered"], s["errors"])
     return 0

@@ -15,14 +15,16 @@ import json
 import sys
 from typing import Dict, List, Optional
 
+from dvfo_ros.cli.common import error, format_table
+from dvfo_ros.core.errors import DvfoError
 from dvfo_ros.core.hardware import BACKENDS, HardwareBackend, open_backend
 from dvfo_ros.core.hardware.base import DOMAINS
 
 _UNITS = {"": 1, "hz": 1, "k": 1e3, "khz": 1e3, "m": 1e6, "mhz": 1e6, "g": 1e9, "ghz": 1e9}
 
 
-class UsageError(ValueError):
-    pass
+class UsageError(ValueError, DvfoError):
+    """Bad command-line input: one line, exit code 2."""
 
 
 def parse_freq(text: str) -> int:
@@ -71,12 +73,13 @@ def print_report(rep: dict, out=sys.stdout) -> None:
     print(f"backend: {rep['backend']} ({rep['profile']})", file=out)
     if rep["description"] and not any(rep["description"] in line for line in rep.get("log", [])):
         print(f"  {rep['description']}", file=out)
-    for d, levels in rep["table_hz"].items():
-        span = f"{len(levels)} levels, {_mhz(levels[0])} .. {_mhz(levels[-1])}" if levels else "not settable"
-        print(f"  {d:4s} {span}", file=out)
     r = rep["reading"]
-    print(f"  now: cpu {_mhz(r['cpu_freq_hz'])} ({r['cpu_util']:.0%}), gpu {_mhz(r['gpu_freq_hz'])} "
-          f"({r['gpu_util']:.0%}), emc {_mhz(r['emc_freq_hz'])} ({r['emc_util']:.0%})", file=out)
+    rows = [(d, len(levels) or "not settable", levels[0] / 1e6 if levels else None,
+             levels[-1] / 1e6 if levels else None, r[f"{d}_freq_hz"] / 1e6, f"{r[f'{d}_util']:.0%}")
+            for d, levels in rep["table_hz"].items()]
+    print(format_table(rows, ("domain", "levels", "min MHz", "max MHz", "now MHz", "load"),
+                       floatfmt=("", "", ".1f", ".1f", ".1f", ""), align=("left",) + ("right",) * 5, indent="  "),
+          file=out)
     rails = ", ".join(f"{k} {v:.2f} W" for k, v in r["rails_w"].items()) or "no power rails"
     print(f"  power: {r['power_w']:.2f} W ({rails}); energy {r['energy_j']:.2f} J; "
           f"temperature {r['temperature_c']:.1f} C", file=out)
@@ -102,8 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         request = parse_set(args.set_) if args.set_ is not None else None
     except UsageError as e:
-        print(f"dvfo-hw: error: --set: {e}", file=sys.stderr)
-        return 2
+        return error("dvfo-hw", e, context="--set")
     logs: List[str] = []
     try:
         if args.backend == "nvml" and args.allow_set:
@@ -113,8 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             backend = open_backend(args.backend, root=args.root, profile=args.profile or "xavier_nx",
                                    log=logs.append, profile_given=args.profile is not None)
     except Exception as e:   # noqa: BLE001 - one line, no traceback
-        print(f"dvfo-hw: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+        return error("dvfo-hw", e, code=1)
     rc = 0
     try:
         rep = report(backend)
@@ -140,8 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"  set {d}: requested {_mhz(a['requested'][d])} -> clamped "
                           f"{_mhz(a['clamped'][d]) if d in a['clamped'] else '-'} -> applies "
                           f"{_mhz(got) if got else 'nothing'}")
-                for e in a["errors"]:
-                    print(f"  ERROR {e}")
+                for problem in a["errors"]:
+                    print(f"  ERROR {problem}")
                 if args.keep:
                     print("  --keep: settings left applied")
                 else:

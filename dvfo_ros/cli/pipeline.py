@@ -15,15 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import yaml
+
+from dvfo_ros.core.errors import DvfoError
 
 DEFAULT_PARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "config", "pipeline.yaml")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RuntimeError, DvfoError):
     pass
 
 
@@ -80,7 +82,7 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
     endpoint = ex.get("cloud_endpoint", "tcp://127.0.0.1:5555")
     if not endpoint or not _local_endpoint(endpoint):
         return None
-    from dvfo_ros.core.link import CloudLink
+    from dvfo_ros.core.wire.link import CloudLink
     probe = CloudLink(endpoint)
     try:
         if probe.ping(0.3):
@@ -88,16 +90,9 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
             return None
     finally:
         probe.close()
-    model = str(ex.get("model", "resnet18"))
-    cmd = [sys.executable, "-m", "dvfo_ros.cli.cloud", "--bind", endpoint, "--model", model]
-    from dvfo_ros.nodes.executor import resolve_artifact
-    artifact = resolve_artifact(str(ex.get("artifact", "")), model, str(ex.get("dataset", "digits")))
-    cmd += ["--artifact", str(artifact or "none")]  # the server must load exactly what the executor loads
-    for flag, key in (("--split", "split_index"), ("--num-classes", "num_classes"),
-                      ("--input-size", "input_size")):
-        v = ex.get(key)
-        if v not in (None, "", -1):
-            cmd += [flag, str(v)]
+    from dvfo_ros.nodes.graph import cloud_arguments
+    # the server loads exactly what the executor loads: the executor's whole ModelSpec
+    cmd = [sys.executable, "-m", "dvfo_ros.cli.cloud"] + cloud_arguments(endpoint, ex)
     log(f"starting cloud server: {' '.join(cmd[1:])}")
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()
@@ -137,7 +132,7 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile
 
-    from dvfo_ros.core.summary import summarise
+    from dvfo_ros.core.io.summary import summarise
     from dvfo_ros.msg import InferenceResult
     from dvfo_ros.nodes.graph import NODES
 
@@ -220,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Demo defaults keep DDS on this machine; a robot's own settings win when already set.
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
-    from dvfo_ros.core.summary import format_table
+    from dvfo_ros.core.io.summary import format_table
     try:
         params = load_params(args.params_file or packaged_params_file())
         apply_sets(params, args.set)

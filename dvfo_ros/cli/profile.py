@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dvfo_ros.core.hardware import BACKENDS, HardwareBackend, install_restore_handlers, open_backend
+from dvfo_ros.cli.common import error
+from dvfo_ros.core.hardware import BACKENDS, HardwareBackend, open_backend, restoring
 from dvfo_ros.core.hardware.base import DOMAINS
 
 REAL_CLOCK_BACKENDS = ("jetson", "linux", "nvml")
@@ -65,7 +66,7 @@ def measure_stages(model_name: str, input_size: int, repeats: int, warmup: int) 
     """Per-stage wall time (s) of one frame: names and an array [repeats, stages]."""
     import torch
 
-    from dvfo_ros.core.models import backbone_stages, build_model
+    from dvfo_ros.core.inference.models import backbone_stages, build_model
 
     model = build_model(model_name, num_classes=1000)
     stages = backbone_stages(model_name, model)
@@ -130,7 +131,7 @@ def _voltage_for(base_v: object, table: List[int]) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dvfo_ros.core.models import ZOO
+    from dvfo_ros.core.inference.models import ZOO
     p = argparse.ArgumentParser(prog="dvfo-profile", description="Measure per-stage latency/energy of the "
                                 "zoo models over clock settings and write a twin profile YAML.")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from dvfo_ros.core.models import ZOO
+    from dvfo_ros.core.inference.models import ZOO
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in ZOO]
     problems = []
@@ -165,8 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if val < lo:
             problems.append(f"{opt} must be >= {lo}")
     if problems:
-        print(f"dvfo-profile: error: {problems[0]}", file=sys.stderr)
-        return 2
+        return error("dvfo-profile", problems[0])
     try:
         return run(args, models)
     except KeyboardInterrupt:
@@ -179,26 +179,23 @@ def run(args: argparse.Namespace, models: List[str]) -> int:
     from tqdm import tqdm
 
     from dvfo_ros.core.twin import DeviceProfile, DeviceTwin, ProfileError, load_profile
-    from dvfo_ros.core.workload import model_workload
+    from dvfo_ros.core.twin.workload import model_workload
 
     torch.set_num_threads(args.threads)
     logs: List[str] = []
     try:
         backend: HardwareBackend = open_backend(args.backend, root=args.root, profile=args.base or "xavier_nx",
                                                 log=logs.append, profile_given=args.base is not None)
-    except Exception as e:   # noqa: BLE001
-        print(f"dvfo-profile: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+    except Exception as e:   # noqa: BLE001 - one line, no traceback
+        return error("dvfo-profile", e, code=1)
     for line in logs:
         print(line)
-    restore = install_restore_handlers(backend)
-    try:
+    with restoring(backend):             # clocks put back however the run ends (also on SIGINT / SIGTERM)
         base_name = args.base or (backend.profile if backend.name in ("jetson", "sim") else "xavier_nx")
         try:
             base = load_profile(base_name)
         except ProfileError as e:
-            print(f"dvfo-profile: error: --base: {e}", file=sys.stderr)
-            return 2
+            return error("dvfo-profile", e, context="--base")
         table = backend.table().as_dict()
         settable = [d for d in DOMAINS if table[d]] if backend.name in REAL_CLOCK_BACKENDS else []
         grid = grid_points(table, args.levels, settable)
@@ -246,8 +243,6 @@ def run(args: argparse.Namespace, models: List[str]) -> int:
                                      latency_p90_s=float(np.percentile(times[:, i], 90))))
                 bar.update(1)
         bar.close()
-    finally:
-        restore()
     on_gpu = any(r["gpu_hz"] for r in rows)
     macs = base.gpu_macs_per_cycle if on_gpu else CPU_MACS_PER_CYCLE * args.threads
     fit = fit_roofline(rows, macs, base.emc_bytes_per_cycle)
@@ -287,8 +282,7 @@ def run(args: argparse.Namespace, models: List[str]) -> int:
         prof.to_yaml(args.out)
         load_profile(os.path.abspath(args.out))          # what the twin will read must load
     except (ProfileError, OSError) as e:
-        print(f"dvfo-profile: error: cannot write {args.out}: {e}", file=sys.stderr)
-        return 1
+        return error("dvfo-profile", e, code=1, context=f"cannot write {args.out}")
     csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
     twin = DeviceTwin(prof)
     for r in rows:
@@ -301,11 +295,12 @@ def run(args: argparse.Namespace, models: List[str]) -> int:
         _plot(rows, args.plot, prof.name)
     print(f"wrote {args.out} ({prof.name}) and {csv_path}" + (f" and {args.plot}" if args.plot else ""))
     for f in frames:
-        e = f"{f['energy_j_per_frame']:.3f} J/frame" if f["energy_j_per_frame"] is not None else "no energy source"
+        energy = (f"{f['energy_j_per_frame']:.3f} J/frame" if f["energy_j_per_frame"] is not None
+                  else "no energy source")
         fitted_ms = 1e3 * sum(r["fitted_s"] for r in rows if r["grid"] == f["grid"] and r["model"] == f["model"])
         print(f"  {f['model']:16s} cpu {f['cpu_hz'] / 1e6:7.1f} gpu {f['gpu_hz'] / 1e6:7.1f} emc "
               f"{f['emc_hz'] / 1e6:7.1f} MHz: {f['latency_ms']:8.2f} ms/frame measured, "
-              f"{fitted_ms:8.2f} ms twin (stages), {e}")
+              f"{fitted_ms:8.2f} ms twin (stages), {energy}")
     print(f"  fit: gpu_efficiency {fit['e_c']:.4f} (x {macs:g} MAC/cycle), emc_efficiency {fit['e_m']:.4f}, "
           f"cpu_cycles_per_kernel {fit['k']:.3g}, rms log error {fit['rms_log_error']:.3f}")
     for n in notes:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from typing import List, Optional
 
-from dvfo_ros.core.bags import STORAGES
-from dvfo_ros.core.bagtypes import DEFAULT_TOPICS
+from dvfo_ros.core.io.bags import STORAGES
+from dvfo_ros.core.io.bagtypes import DEFAULT_TOPICS
+from dvfo_ros.core.signals import install_handlers, restore_handlers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
-    from dvfo_ros.core.bags import BagError
+    from dvfo_ros.core.io.bags import BagError
     from dvfo_ros.nodes.recorder import RecorderNode
 
     stop = {"flag": False}
@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     context = rclpy.Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = install_handlers(lambda _sig, _previous: on_signal)     # SIGINT, SIGTERM (an ignored one stays ignored)
     node = None
     try:
         try:
@@ -84,8 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if node is not None:
             node.close()
             node.destroy_node()
-        for s, h in old.items():
-            signal.signal(s, h)
+        restore_handlers(old)
         rclpy.shutdown(context=context)
 
 

@@ -22,8 +22,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..core.codec import CodecError, Limits, decode_header, decode_payload, encode_reply
-from .batching import BatchPolicy, BatchRunner, default_batch_key
+from dvfo_ros.core.wire.codec import CodecError, Limits, decode_header, decode_payload, encode_reply
+from dvfo_ros.cloud.batching import BatchPolicy, BatchRunner, default_batch_key
 
 TailRunner = Callable[[Dict[str, Any], np.ndarray, np.ndarray], np.ndarray]
 """(header, feat float32 [k,h,w], channel_idx int64 [k]) -> logits float32 [K]."""

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from dvfo_ros.core import camera as cam
+from dvfo_ros.core.io import camera as cam
 from dvfo_ros.msg import FrameLabel
 from dvfo_ros.nodes.params import Param, ParamSet
 

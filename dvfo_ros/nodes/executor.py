@@ -9,7 +9,6 @@ from the next frame on (DVFO's thinking-while-moving).
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
@@ -20,15 +19,18 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from dvfo_ros.core import camera as cam
-from dvfo_ros.core.edge import Clocks, EdgeInference
-from dvfo_ros.core.observation import ObservationTracker
+from dvfo_ros.core.io import camera as cam
+from dvfo_ros.core.inference.edge import Clocks, EdgeInference
+from dvfo_ros.core.inference.models import ZOO
+from dvfo_ros.core.inference.spec import ModelSpec
+from dvfo_ros.core.mdp.observation import ObservationTracker
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
 from dvfo_ros.nodes.params import Param, ParamSet
 
 PARAMS = [
-    Param("model", "resnet18", "zoo model", choices=("resnet18", "mobilenet_v2", "efficientnet_b0"), read_only=True),
-    Param("split_index", -1, "stage index where the model is cut (-1 = the model's default)", -1, 64, read_only=True),
+    Param("model", "resnet18", "zoo model", choices=ZOO, read_only=True),
+    Param("split_index", -1, "stage index where the model is cut (-1 = the model's default, or the artifact's; "
+          "an artifact cut elsewhere is refused)", -1, 64, read_only=True),
     Param("artifact", "", "trained model artifact (.pt); '' = the one trained for model + dataset if any; "
           "'none' = untrained zoo weights",
           read_only=True),
@@ -52,27 +54,6 @@ PARAMS = [
 ]
 
 
-def resolve_artifact(artifact: str, model: str, dataset: str = "digits") -> Optional[str]:
-    """'' -> the artifact trained for model + dataset if there is one; 'none' -> None (untrained); else the path."""
-    from dvfo_ros.core import collab
-    if artifact == "none":
-        return None
-    return artifact or collab.default_artifact(model, dataset)
-
-
-def load_model(p: Dict[str, Any]):
-    """The artifact if given (or shipped for this model), else an untrained zoo model."""
-    from dvfo_ros.core import collab
-    path = resolve_artifact(p["artifact"], p["model"], p["dataset"])
-    if path:
-        m = collab.CollaborativeModel.from_artifact(path)
-        if m.meta["model"] != p["model"]:
-            raise collab.ArtifactError(f"artifact {path} holds {m.meta['model']}, executor wants {p['model']}")
-        return m
-    split = None if p["split_index"] < 0 else p["split_index"]
-    return collab.CollaborativeModel.from_zoo(p["model"], split, p["num_classes"], p["input_size"])
-
-
 class ExecutorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("executor", **kwargs)
@@ -80,7 +61,7 @@ class ExecutorNode(Node):
         p = self.params.values
         import torch
         torch.set_num_threads(p["threads"])
-        self.model = load_model(p)
+        self.model = ModelSpec.from_params(p).load()
         self.link = self._open_link(p)
         self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"])
         self.twin_for: Optional[str] = None
@@ -104,14 +85,15 @@ class ExecutorNode(Node):
         self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
         self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
         self.get_logger().info(
-            f"{self.model.meta['model']} split {self.model.meta['split']} ({self.model.meta.get('dataset', 'untrained')}), "
+            f"{self.model.meta['model']} split {self.model.meta['split']} "
+            f"({self.model.meta.get('dataset', 'untrained')}), "
             f"cloud {p['cloud_endpoint'] or 'off'}, deadline {p['deadline_ms']} ms")
 
     def _open_link(self, p: Dict[str, Any]):
         if not p["cloud_endpoint"]:
             return None
-        from dvfo_ros.core.edge import curve_client_keys
-        from dvfo_ros.core.link import CloudLink
+        from dvfo_ros.core.inference.edge import curve_client_keys
+        from dvfo_ros.core.wire.link import CloudLink
         keys = curve_client_keys(p["curve_server_key"], p["curve_client_key"])
         return CloudLink(p["cloud_endpoint"], **keys)
 
@@ -218,7 +200,7 @@ class ExecutorNode(Node):
         out.bytes_sent, out.cloud_used, out.fallback = r.bytes_sent, r.cloud_used, r.fallback
         out.fallback_reason = r.fallback_reason
         self._publish_result(out)
-        names, values = self.obs.on_frame(r)
+        names, values = self.obs.on_frame(r, period_ms)
         ob = Observation()
         ob.header = msg.header
         ob.seq = seq

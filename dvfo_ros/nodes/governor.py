@@ -14,12 +14,12 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from dvfo_ros.core.hardware import open_backend, thermal_cap
+from dvfo_ros.core.hardware import BACKENDS, open_backend, thermal_cap
 from dvfo_ros.msg import DeviceState, DvfoAction
 from dvfo_ros.nodes.params import Param, ParamSet
 
 PARAMS = [
-    Param("backend", "sim", "hardware backend", choices=("auto", "sim", "jetson", "linux", "nvml"), read_only=True),
+    Param("backend", "sim", "hardware backend", choices=BACKENDS, read_only=True),
     Param("profile", "xavier_nx", "device table / twin profile (nano, tx2, xavier_nx, orin_nx or a YAML path)",
           read_only=True),
     Param("sysfs_root", "/", "root of the sysfs/debugfs tree (a copy or fake tree for tests)", read_only=True),
@@ -61,7 +61,8 @@ class GovernorNode(Node):
             if cap and want.get(d, 0) and want[d] > cap:
                 want[d], capped = cap, True
         if capped and not self.thermal_capped:
-            self.get_logger().warning(f"thermal guard: {temp:.1f} C > {self.params['thermal_limit_c']} C, capping clocks")
+            self.get_logger().warning(f"thermal guard: {temp:.1f} C > {self.params['thermal_limit_c']} C, "
+                                      "capping clocks")
         self.thermal_capped = capped
         # A domain this backend cannot set (empty table) is left alone, not reported on every action.
         settable = {d: (want[d] or None) if self.table.levels(d) else None for d in want}

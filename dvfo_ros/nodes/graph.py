@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import List, Type
+from typing import Any, Dict, List, Type
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,10 @@ NODES: List[NodeSpec] = [
 
 # The cloud server is a ZeroMQ process, not a ROS node: `dvfo-cloud` (executable `cloud`).
 CLOUD_EXECUTABLE = "cloud"
+
+
+def cloud_arguments(endpoint: str, executor: Dict[str, Any]) -> List[str]:
+    """dvfo-cloud's command line for a local server: bind the executor's endpoint and load the
+    executor's model (its whole ModelSpec, artifact pinned). dvfo-pipeline and the launch file use it."""
+    from dvfo_ros.core.inference.spec import ModelSpec
+    return ["--bind", endpoint] + ModelSpec.from_params(executor).cloud_args()

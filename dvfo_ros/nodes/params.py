@@ -24,6 +24,9 @@ class Param:
     high: Optional[float] = None
     choices: Optional[Sequence[str]] = None
     read_only: bool = False
+    # value -> the one-line reason it is refused, or None (checked before `choices`, so a name that
+    # exists but cannot be used here is refused with why, not just "is not one of ...")
+    validator: Optional[Callable[[Any], Optional[str]]] = None
 
 
 def coerce(p: Param, value: Any) -> Any:
@@ -37,6 +40,10 @@ def check(p: Param, value: Any) -> Optional[str]:
     """The reason a value is refused, or None when it is fine."""
     if type(value) is not type(p.default):
         return f"{p.name}={value!r} must be a {type(p.default).__name__}"
+    if p.validator is not None:
+        reason = p.validator(value)
+        if reason:
+            return f"{p.name}={value!r}: {reason}"
     if p.choices is not None and value not in p.choices:
         return f"{p.name}={value!r} is not one of {', '.join(map(str, p.choices))}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -7,21 +7,21 @@ The action is chosen while the next frame already runs and applies at the follow
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from dvfo_ros.core.policy_runtime import PolicyRuntime, POLICY_MODES
+from dvfo_ros.core.policies.base import live_policy_names, why_not_live
+from dvfo_ros.core.policies.runtime import PolicyRuntime
 from dvfo_ros.msg import DeviceState, DvfoAction, InferenceResult, Observation, Transition
 from dvfo_ros.nodes.params import Param, ParamSet
 
 PARAMS = [
-    Param("policy_mode", "static", "which policy acts", choices=POLICY_MODES, read_only=True),
+    Param("policy_mode", "static", "which policy acts (twin-only ones such as oracle are refused with why)",
+          choices=tuple(live_policy_names()), read_only=True, validator=why_not_live),
     Param("profile", "xavier_nx", "device table the actions come from", read_only=True),
     Param("checkpoint", "", "trained policy checkpoint (.pt) for learning policies", read_only=True),
     Param("learning", False, "keep learning online from the robot's own transitions"),
@@ -118,7 +118,9 @@ class PolicyNode(Node):
         self.transition_pub.publish(m)
 
     def destroy_node(self) -> None:
-        self.runtime.close()
+        runtime = getattr(self, "runtime", None)     # None when a refused parameter stopped __init__
+        if runtime is not None:
+            runtime.close()
         super().destroy_node()
 
 

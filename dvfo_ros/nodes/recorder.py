@@ -19,8 +19,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from dvfo_ros.core.bags import BagWriter
-from dvfo_ros.core.bagtypes import DEFAULT_TOPICS
+from dvfo_ros.core.io.bags import BagWriter
+from dvfo_ros.core.io.bagtypes import DEFAULT_TOPICS
 
 
 def absolute(topic: str) -> str:
@@ -70,7 +70,8 @@ class RecorderNode(Node):
             return
         graph = dict(self.get_topic_names_and_types())
         for topic in waiting:
-            msgtype = self.pending[topic] or (graph.get(topic) or [None])[0]
+            seen = graph.get(topic)
+            msgtype = self.pending[topic] or (seen[0] if seen else None)
             if msgtype is None:
                 continue
             try:

@@ -2,22 +2,25 @@
 
 ``open_backend("auto")`` tries jetson -> linux -> sim and logs ONE line saying what it chose
 and why the others were skipped. ``install_restore_handlers`` makes a killed process put the
-clocks back; ``thermal_cap`` is the backend-independent thermal guard the governor applies.
+clocks back (``restoring`` does it for one block of code); ``thermal_cap`` is the
+backend-independent thermal guard the governor applies.
 """
 from __future__ import annotations
 
 import atexit
-import os
+import contextlib
 import signal
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from dvfo_ros.core.errors import one_line
 from dvfo_ros.core.hardware.base import (DOMAINS, ApplyResult, FrequencyTable, HardwareBackend,  # noqa: F401
-                                         HardwareError, Reading, clamp_to_table)
+                                         HardwareError, LogFn, Reading, clamp_to_table)
+from dvfo_ros.core.signals import chain, handling_signals, install_handlers
 
 BACKENDS = ("auto", "jetson", "linux", "nvml", "sim")
 
 __all__ = ["BACKENDS", "ApplyResult", "FrequencyTable", "HardwareBackend", "HardwareError", "Reading",
-           "clamp_to_table", "open_backend", "install_restore_handlers", "thermal_cap"]
+           "clamp_to_table", "open_backend", "install_restore_handlers", "restoring", "thermal_cap"]
 
 
 def _open_sim(profile: str) -> HardwareBackend:
@@ -25,7 +28,7 @@ def _open_sim(profile: str) -> HardwareBackend:
     return SimBackend(profile=profile)
 
 
-def _open_one(name: str, root: str, profile: str, log: Optional[Callable[[str], None]],
+def _open_one(name: str, root: str, profile: str, log: Optional[LogFn],
               profile_given: bool) -> HardwareBackend:
     if name == "jetson":
         from dvfo_ros.core.hardware.jetson import JetsonBackend
@@ -42,7 +45,7 @@ def _open_one(name: str, root: str, profile: str, log: Optional[Callable[[str], 
 
 
 def open_backend(name: str = "auto", root: str = "/", profile: str = "xavier_nx",
-                 log: Optional[Callable[[str], None]] = None,
+                 log: Optional[LogFn] = None,
                  profile_given: Optional[bool] = None) -> HardwareBackend:
     """Open a backend by name; ``auto`` = first that works of jetson -> linux -> sim.
 
@@ -62,7 +65,7 @@ def open_backend(name: str = "auto", root: str = "/", profile: str = "xavier_nx"
         try:
             backend = _open_one(candidate, root, profile, quiet.append, given)
         except Exception as e:   # noqa: BLE001 - any failure just moves auto to the next one
-            skipped.append(f"{candidate}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            skipped.append(f"{candidate}: {one_line(e)}")
             continue
         if candidate == "linux" and not getattr(backend, "can_set", lambda: True)():
             skipped.append(f"linux: {_describe(backend)}; nothing settable")
@@ -86,38 +89,49 @@ def _describe(backend: HardwareBackend) -> str:
 
 def install_restore_handlers(backend: HardwareBackend,
                              signals: tuple = (signal.SIGTERM, signal.SIGINT)) -> Callable[[], None]:
-    """Restore the backend's settings at interpreter exit and on SIGTERM/SIGINT.
+    """Restore the backend's settings at interpreter exit and on SIGTERM/SIGINT, for the rest of the process.
 
     Each signal handler restores, then hands over to the handler that was there before (rclpy's,
     Python's KeyboardInterrupt) or, for the default action, re-delivers the signal so the process
-    still dies by it. Returns the restore function (idempotent) for explicit use.
+    still dies by it. An ignored signal stays ignored (atexit still restores). Returns the restore
+    function (idempotent) for explicit use. ``restoring`` is the same for one block of code.
     """
+    restore = _restorer(backend)
+    atexit.register(restore)
+    install_handlers(lambda sig, previous: _restore_then_chain(restore, previous), signals)
+    return restore
+
+
+@contextlib.contextmanager
+def restoring(backend: HardwareBackend,
+              signals: tuple = (signal.SIGTERM, signal.SIGINT)) -> Iterator[Callable[[], None]]:
+    """``with restoring(backend):`` the block's clock changes are undone when it ends, however it ends.
+
+    Inside the block SIGTERM/SIGINT restore first and then chain as ``install_restore_handlers`` does;
+    after it the previous handlers are back. Yields the (idempotent) restore function.
+    """
+    restore = _restorer(backend)
+    with handling_signals(lambda signum, frame: restore(), signals, chained=True):
+        try:
+            yield restore
+        finally:
+            restore()
+
+
+def _restorer(backend: HardwareBackend) -> Callable[[], None]:
     def restore() -> None:
         try:
             backend.restore()
         except Exception:   # noqa: BLE001 - exiting anyway; restore reports its own errors
             pass
-
-    atexit.register(restore)
-
-    def make_handler(sig: int, previous: Any) -> Callable[[int, Any], None]:
-        def handler(signum: int, frame: Any) -> None:
-            restore()
-            if callable(previous):
-                previous(signum, frame)          # chain (e.g. default_int_handler -> KeyboardInterrupt)
-            else:                                # SIG_DFL or unknown: die by the signal as before
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-        return handler
-
-    for sig in signals:
-        if signal.getsignal(sig) == signal.SIG_IGN:
-            continue                             # the process was told to ignore it: so do we (atexit still restores)
-        try:
-            signal.signal(sig, make_handler(sig, signal.getsignal(sig)))
-        except ValueError:   # not the main thread: atexit still covers a normal exit
-            pass
     return restore
+
+
+def _restore_then_chain(restore: Callable[[], None], previous: Any) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:
+        restore()
+        chain(previous, signum, frame)   # e.g. default_int_handler -> KeyboardInterrupt; SIG_DFL -> die by it
+    return handler
 
 
 # --- thermal guard -----------------------------------------------------------------------------

@@ -6,24 +6,28 @@ on a board with the same code. Frequencies are in Hz everywhere.
 from __future__ import annotations
 
 import abc
-import bisect
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
+
+from dvfo_ros.core.errors import DvfoError
+from dvfo_ros.core.mdp.actions import snap
 
 DOMAINS = ("cpu", "gpu", "emc")
 
+# Where a backend sends one-line notes: print, a ROS logger's info (which returns a bool), ...
+LogFn = Callable[[str], object]
 
-class HardwareError(RuntimeError):
+
+class HardwareError(RuntimeError, DvfoError):
     """A backend could not read or apply something; the message is one line a user can act on."""
 
 
 def clamp_to_table(freq_hz: int, table: Sequence[int]) -> int:
-    """The highest table entry <= freq_hz (the lowest entry if freq_hz is below the table)."""
+    """The highest table entry <= freq_hz (the lowest entry if freq_hz is below the table): the
+    MDP's one snapping rule (``mdp.actions.snap``), so a policy's level is what the board applies."""
     if not table:
         raise HardwareError("empty frequency table")
-    levels = sorted(int(f) for f in table)
-    i = bisect.bisect_right(levels, int(freq_hz)) - 1
-    return levels[max(i, 0)]
+    return int(snap(int(freq_hz), sorted(int(f) for f in table)))
 
 
 @dataclass
@@ -94,8 +98,10 @@ class HardwareBackend(abc.ABC):
               emc_hz: Optional[int] = None) -> ApplyResult:
         """Clamp each given frequency to the table and apply it; None or 0 leaves a domain alone."""
 
-    def restore(self) -> None:
-        """Put back every setting this backend changed since it was opened. Idempotent."""
+    def restore(self) -> Optional[List[str]]:
+        """Put back every setting this backend changed since it was opened. Idempotent.
+
+        Returns one line per setting that could not be put back (backends that cannot fail: None)."""
 
     def close(self) -> None:
         self.restore()

@@ -31,7 +31,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from dvfo_ros.core.hardware.base import (ApplyResult, FrequencyTable, HardwareBackend, HardwareError,
+from dvfo_ros.core.errors import one_line
+from dvfo_ros.core.hardware.base import (ApplyResult, FrequencyTable, HardwareBackend, HardwareError, LogFn,
                                          Reading, clamp_to_table)
 from dvfo_ros.core.hardware.linux import CpufreqDomain
 from dvfo_ros.core.hardware.sysfs import (CpuLoad, EnergyMeter, SysfsTree, SysfsWriter, read_thermal_zones,
@@ -267,7 +268,7 @@ class JetsonBackend(HardwareBackend):
     name = "jetson"
 
     def __init__(self, root: str = "/", profile: Optional[str] = None, use_jtop: Optional[bool] = None,
-                 log: Optional[Callable[[str], None]] = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: Optional[LogFn] = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.tree = SysfsTree(root)
         self.log = log
         gpu_dir = find_gpu_devfreq(self.tree)
@@ -308,7 +309,7 @@ class JetsonBackend(HardwareBackend):
         except ImportError:
             msg = "jtop not installed (pip install jetson-stats); reading sysfs directly"
         except Exception as e:   # noqa: BLE001 - JtopException and socket errors alike
-            msg = f"jtop unavailable ({str(e).splitlines()[0]}); reading sysfs directly"
+            msg = f"jtop unavailable ({one_line(e)}); reading sysfs directly"
         if self.log:
             self.log(msg)
         return msg

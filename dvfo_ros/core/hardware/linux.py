@@ -15,7 +15,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from dvfo_ros.core.hardware.base import (ApplyResult, FrequencyTable, HardwareBackend, HardwareError,
+from dvfo_ros.core.hardware.base import (ApplyResult, FrequencyTable, HardwareBackend, HardwareError, LogFn,
                                          Reading, clamp_to_table)
 from dvfo_ros.core.hardware.sysfs import CpuLoad, SysfsTree, SysfsWriter, read_thermal_zones, set_min_max
 
@@ -163,7 +163,7 @@ class LinuxBackend(HardwareBackend):
 
     name = "linux"
 
-    def __init__(self, root: str = "/", log: Optional[Callable[[str], None]] = None,
+    def __init__(self, root: str = "/", log: Optional[LogFn] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.tree = SysfsTree(root)
         if not self.tree.isdir(CPU_DIR) and not self.tree.isfile("/proc/stat"):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from dvfo_ros.core.hardware.base import ApplyResult, FrequencyTable, HardwareBackend, HardwareError, Reading, \
-    clamp_to_table
+from dvfo_ros.core.hardware.base import ApplyResult, FrequencyTable, HardwareBackend, HardwareError, LogFn, \
+    Reading, clamp_to_table
 
 MHZ = 1_000_000
 
@@ -21,13 +21,14 @@ class NvmlBackend(HardwareBackend):
 
     name = "nvml"
 
-    def __init__(self, index: int = 0, allow_set: bool = False, log: Optional[Callable[[str], None]] = None,
+    def __init__(self, index: int = 0, allow_set: bool = False, log: Optional[LogFn] = None,
                  nvml: Any = None) -> None:
         if nvml is None:
             try:
-                import pynvml as nvml  # nvidia-ml-py
+                import pynvml  # nvidia-ml-py
             except ImportError:
                 raise HardwareError("nvml: nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
+            nvml = pynvml
         self.nvml, self.allow_set, self.log = nvml, allow_set, log
         try:
             nvml.nvmlInit()

@@ -14,6 +14,8 @@ import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from dvfo_ros.core.hardware.base import LogFn
+
 
 class SysfsTree:
     """Read-only view of a sysfs/debugfs/procfs tree rooted at ``root`` ('/' on a real board)."""
@@ -98,7 +100,7 @@ class SysfsWriter:
     second pass for writes that an ordering constraint refused (min_freq > max_freq).
     """
 
-    def __init__(self, tree: SysfsTree, log: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, tree: SysfsTree, log: Optional[LogFn] = None) -> None:
         self.tree = tree
         self.log = log
         self.originals: Dict[str, str] = {}

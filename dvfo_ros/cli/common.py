@@ -1,0 +1,83 @@
+"""What every console script shares: option groups, the progress bar, the table formatter, and one
+way to turn a user-facing error into ``prog: error: <one line>`` on stderr and an exit code.
+
+    @cli_main("dvfo-bench")
+    def main(argv=None) -> int: ...           # a DvfoError / ValueError / OSError -> one line, exit 2
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Any, Callable, Optional, Tuple, Type, Union
+
+from dvfo_ros.core.errors import DvfoError, one_line
+from dvfo_ros.core.io.tables import format_table  # noqa: F401 - the one table formatter, re-exported
+
+# What a command reports as one line instead of a traceback (DvfoError: ours; the rest: files, numbers).
+USER_ERRORS: Tuple[Type[BaseException], ...] = (DvfoError, ValueError, OSError)
+
+
+def error(prog: str, problem: Union[str, BaseException], code: int = 2, context: str = "") -> int:
+    """Print ``prog: error: [context: ]<one line>`` on stderr; returns ``code`` for ``main`` to return."""
+    text = problem if isinstance(problem, str) else one_line(problem, limit=None)
+    print(f"{prog}: error: {context + ': ' if context else ''}{text}", file=sys.stderr)
+    return code
+
+
+def cli_main(prog: str, errors: Tuple[Type[BaseException], ...] = USER_ERRORS,
+             code: int = 2) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a ``main(argv)``: any of ``errors`` it raises becomes ``error(prog, exc, code)``."""
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(*args: Any, **kw: Any) -> int:
+            try:
+                return main(*args, **kw)
+            except errors as exc:
+                return error(prog, exc, code)
+        return run
+    return wrap
+
+
+def tqdm_progress(disable: bool = False) -> Callable[[str, Optional[int], str], Any]:
+    """The ``progress`` factory the core's experiments take: tqdm bars on stderr."""
+    def open_bar(desc: str, total: Optional[int], unit: str) -> Any:
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, mininterval=0.5)
+    return open_bar
+
+
+def add_env_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by dvfo-train and dvfo-bench: what device, model, network and reward (a TwinSetup)."""
+    from dvfo_ros.core.policies.experiments import TwinSetup
+    d = TwinSetup()
+    p.add_argument("--device", default=d.device, help="twin profile name (nano, tx2, xavier_nx, orin_nx) or YAML")
+    p.add_argument("--model", default=d.model, help="zoo model (resnet18, mobilenet_v2, efficientnet_b0)")
+    p.add_argument("--trace", default=d.trace, help="network trace: dvfo | lte | CSV (time_s,bandwidth_mbps,rtt_ms)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the env and the agent")
+    p.add_argument("--fps", type=float, default=d.fps, help="camera frame rate; the default SLO is one frame period")
+    p.add_argument("--episode-frames", type=int, default=d.episode_frames, help="frames per episode")
+    p.add_argument("--eta", type=float, default=d.eta, help="reward weight of energy (1-eta weighs latency)")
+    p.add_argument("--latency-slo-ms", type=float, default=d.latency_slo_ms, help="latency SLO (default 1000/fps)")
+    p.add_argument("--accuracy-bound", type=float, default=d.accuracy_bound,
+                   help="tolerated accuracy loss (fraction)")
+    p.add_argument("--slo-penalty", type=float, default=d.slo_penalty, help="penalty weight for an SLO violation")
+    p.add_argument("--accuracy-penalty", type=float, default=d.accuracy_penalty,
+                   help="penalty weight for accuracy loss over bound")
+    p.add_argument("--noise", type=float, default=d.noise, help="relative latency/power noise of the twin")
+
+
+def add_agent_args(p: argparse.ArgumentParser, show: bool = True) -> None:
+    """The learnt policies' hyperparameters (an AgentOptions); ``show=False`` keeps them out of --help."""
+    from dvfo_ros.core.policies.experiments import AgentOptions
+    d = AgentOptions()
+    helps = {"gamma": "discount; 0 because a frame's cost depends on its own action only (in the twin, "
+                      "temperature does not feed back into cost and frames arrive on a fixed clock)",
+             "lr": "Adam learning rate", "batch_size": "replay minibatch",
+             "exploration_steps": "frames over which epsilon decays to its end",
+             "learning_starts": "frames collected before learning", "hidden": "width of the Q-network trunk",
+             "replay_ratio": "max learner updates per frame (concurrent)"}
+    for name, text in helps.items():
+        default = getattr(d, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=text if show else argparse.SUPPRESS)

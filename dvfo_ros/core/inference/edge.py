@@ -1,0 +1,170 @@
+"""The edge half of collaborative inference for one frame: head, attention split, offload, edge
+tail, wait for the cloud until the frame's deadline, fuse. ROS-free; the executor node is a shell.
+
+Timing: measured on this machine. When a device twin is given (the `sim` backend), the edge
+compute time and energy are the twin's at the clocks that apply, because this machine's CPU is
+not the robot's board; transfer and cloud times stay measured on the real ZeroMQ link.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
+from dvfo_ros.core.mdp.features import importance_summary
+from dvfo_ros.core.wire.codec import CodecError, encode_features
+
+if TYPE_CHECKING:   # link imports zmq, which only a configured cloud link needs
+    from dvfo_ros.core.wire.link import CurveKeys
+
+
+@dataclass
+class Clocks:
+    cpu_freq_hz: int = 0
+    gpu_freq_hz: int = 0
+    emc_freq_hz: int = 0
+    power_w: float = 0.0
+
+
+@dataclass
+class FrameOutcome:
+    top_classes: List[int]
+    top_scores: List[float]
+    edge_ms: float
+    transfer_ms: float
+    cloud_ms: float
+    total_ms: float
+    energy_j: float
+    offload_ratio: float
+    fusion_weight: float
+    bytes_sent: int
+    raw_bytes: int
+    cloud_used: bool
+    fallback: bool
+    fallback_reason: str = ""
+    importance: Dict[str, float] = field(default_factory=dict)
+
+
+def curve_client_keys(server_key_file: str, client_secret_file: str) -> CurveKeys:
+    """CloudLink keyword arguments for CurveZMQ from dvfo-keygen files ({} when not configured)."""
+    if not server_key_file:
+        return {}
+    import zmq.auth
+    server_public, _ = zmq.auth.load_certificate(server_key_file)
+    if not client_secret_file:   # CloudLink makes a throwaway client key pair
+        return {"curve_server_public": server_public}
+    public, secret = zmq.auth.load_certificate(client_secret_file)
+    if secret is None:
+        raise ValueError(f"{client_secret_file} holds no secret key (use the .key_secret file)")
+    return {"curve_server_public": server_public, "curve_public": public, "curve_secret": secret}
+
+
+def preprocess(rgb: np.ndarray, input_size: int) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> float [1, 3, S, S] in [0, 1] (the model normalises inside)."""
+    import cv2
+    if rgb.shape[0] != input_size or rgb.shape[1] != input_size:
+        rgb = cv2.resize(rgb, (input_size, input_size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255.0)[None]
+
+
+class EdgeInference:
+    """Runs frames through a CollaborativeModel, offloading through a CloudLink when xi > 0."""
+
+    def __init__(self, model, link=None, deadline_ms: float = 200.0, top_k: int = 5,
+                 twin=None, workload=None) -> None:
+        self.model = model
+        self.link = link
+        self.deadline_ms = deadline_ms
+        self.top_k = top_k
+        self.twin = twin
+        self.workload = workload
+        self._full_tail_flops = max(1, int(model.edge_tail_flops(0.0)))
+
+    @torch.inference_mode()
+    def process(self, rgb: np.ndarray, seq: int, offload_ratio: float, fusion_weight: float = -1.0,
+                clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None) -> FrameOutcome:
+        """One frame. ``frame_period_ms`` (time since the previous camera frame): with the twin, the
+        frame's energy then also covers the board's idle power until the next frame, as in training."""
+        m = self.model
+        t0 = time.perf_counter()
+        deadline = t0 + self.deadline_ms / 1000.0
+        x = preprocess(rgb, int(m.meta["input_size"]))
+        feat = m.head(x)
+        xi = float(min(max(offload_ratio, 0.0), 1.0)) if self.link is not None else 0.0
+        keep_idx, off_idx = m.split_channels(feat, xi)
+        scores = m.importance(feat)[0]
+        sent = raw = 0
+        offloaded = off_idx.numel() > 0
+        reason = ""
+        t_sent = time.perf_counter()
+        if offloaded:
+            try:
+                frames = encode_features(
+                    feat[0, off_idx].numpy(), off_idx.numpy(), model=m.meta["model"], split=int(m.meta["split"]),
+                    seq=seq, deadline=time.time() + self.deadline_ms / 1000.0,
+                    total_channels=int(m.channels), artifact_id=str(m.meta.get("artifact_id", "")))
+                raw = int(off_idx.numel() * feat.shape[2] * feat.shape[3] * 4)
+                sent = self.link.submit(frames, seq)
+                if not sent:   # link down: do not wait for an answer that cannot come
+                    offloaded, reason = False, "cloud link down"
+            except CodecError as e:
+                offloaded, reason = False, f"encode failed: {e}"
+            t_sent = time.perf_counter()
+        y_edge = m.edge_tail(feat[:, keep_idx], keep_idx) if keep_idx.numel() > 0 else None
+        t_edge = time.perf_counter()
+        y_cloud = None
+        cloud_ms = transfer_ms = 0.0
+        if offloaded:
+            reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
+            t_reply = time.perf_counter()
+            if reply is None:
+                reason = f"no cloud answer within {self.deadline_ms:.0f} ms"
+            elif reply.error or reply.logits is None:
+                reason = f"cloud error: {reply.error}"
+            else:
+                y_cloud = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1)
+                cloud_ms = float(reply.cloud_ms)
+                transfer_ms = max(0.0, (t_reply - t_sent) * 1000.0 - cloud_ms)
+        fallback = offloaded and y_cloud is None or bool(reason)
+        t_fb = time.perf_counter()
+        if y_edge is None and y_cloud is None:
+            # Everything was offloaded and nothing came back: run the whole tail here.
+            all_idx = torch.arange(int(m.channels))
+            y_edge = m.edge_tail(feat, all_idx)
+        fb_ms = (time.perf_counter() - t_fb) * 1000.0
+        if y_cloud is None:
+            lam = 1.0
+        elif y_edge is None:
+            lam = 0.0
+        else:
+            lam = float(fusion_weight) if fusion_weight >= 0.0 else float(m.fusion_weight(xi))
+        logits = m.fuse(y_edge, y_cloud, lam)
+        probs = torch.softmax(logits[0], dim=0)
+        k = min(self.top_k, probs.numel())
+        top = torch.topk(probs, k)
+        total_ms = (time.perf_counter() - t0) * 1000.0
+        edge_ms = ((t_sent - t0) + (t_edge - t_sent)) * 1000.0 + fb_ms
+        energy = 0.0
+        if self.twin is not None and self.workload is not None and clocks is not None and clocks.gpu_freq_hz:
+            frac = m.edge_tail_flops(xi if not fallback else 0.0) / self._full_tail_flops
+            cost = self.twin.frame_cost(self.workload, clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz,
+                                        xi if offloaded else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0,
+                                        edge_tail_fraction=frac)
+            edge_ms = float(cost.edge_ms)
+            total_ms = max(edge_ms, transfer_ms + cloud_ms) if y_cloud is not None else edge_ms + (
+                (t_reply - t_sent) * 1000.0 if offloaded else 0.0)
+            busy_j = float(cost.power_w) * total_ms / 1000.0 if cost.power_w else float(cost.energy_j)
+            idle_w = float(self.twin.idle_power_w(clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
+            energy = float(frame_energy_j(busy_j, total_ms, idle_w, frame_interval_ms(frame_period_ms, total_ms)))
+        elif clocks is not None:
+            energy = clocks.power_w * total_ms / 1000.0
+        return FrameOutcome(
+            top_classes=[int(i) for i in top.indices], top_scores=[float(s) for s in top.values],
+            edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
+            offload_ratio=xi if offloaded else 0.0, fusion_weight=lam, bytes_sent=int(sent), raw_bytes=raw,
+            cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
+            importance=importance_summary(scores.numpy()))

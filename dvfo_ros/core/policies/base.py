@@ -1,0 +1,285 @@
+"""The one interface every policy implements, the registry by ``policy_mode`` name, checkpoints,
+and the frame loop that runs any policy in the twin (training, benchmarking and tests share it).
+
+A policy maps a state vector (``env.build_state``) to discrete levels ``[cpu, gpu, emc, xi]``;
+``env.ActionSpace.to_command`` turns those into Hz and an offload ratio.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Type
+
+import numpy as np
+import torch
+
+from dvfo_ros.core.errors import DvfoError, one_line
+from dvfo_ros.core.mdp import ActionSpace
+
+CHECKPOINT_FORMAT = "dvfo_ros.policy/1"
+
+POLICIES: Dict[str, Type["Policy"]] = {}
+
+# policy_mode name -> module that registers it (imported on first use, keeps start-up cheap)
+_MODULES = {
+    "dvfo": "dvfo", "dvfo_sequential": "dvfo", "oracle": "oracle",
+    "static": "baselines", "edge_only": "baselines", "cloud_only": "baselines", "max_freq": "baselines",
+    "ondemand": "baselines", "dvfs_only": "baselines", "offload_only": "baselines",
+    "autoscale": "autoscale", "neurosurgeon": "neurosurgeon",
+}
+
+
+class CheckpointError(ValueError, DvfoError):
+    """A checkpoint that is missing, corrupt, or for another policy/action space (one-line message)."""
+
+
+def register(name: str) -> Callable[[Type["Policy"]], Type["Policy"]]:
+    def deco(cls: Type["Policy"]) -> Type["Policy"]:
+        cls.name = name
+        POLICIES[name] = cls
+        return cls
+    return deco
+
+
+class Policy(abc.ABC):
+    """A frame-by-frame decision maker behind ``policy_mode``.
+
+    ``concurrent``: the decision is made while the previous frame still runs, so its time is not
+    on the frame's critical path (DVFO's thinking-while-moving; the oracle is idealised the same way).
+    ``learns``: ``observe`` updates the policy (and training should run it for a while first).
+    """
+
+    name: str = "policy"
+    concurrent: bool = False
+    learns: bool = False
+    needs_env: bool = False
+    not_live: str = ""      # why it cannot act on a robot ('' = it can, unless needs_env); see why_not_live
+
+    def __init__(self, action_space: ActionSpace, **kwargs: Any) -> None:
+        if kwargs:
+            raise ValueError(f"policy '{self.name}' got unknown options: {', '.join(sorted(kwargs))}")
+        self.action_space = action_space
+
+    @abc.abstractmethod
+    def act(self, state: np.ndarray) -> np.ndarray:
+        """Levels [cpu, gpu, emc, xi] for the next frame."""
+
+    def observe(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool) -> None:
+        """Learning policies learn from the transition; the others ignore it."""
+
+    def train(self, mode: bool = True) -> "Policy":
+        """Exploration on (training) or off (evaluation); a no-op for fixed policies."""
+        return self
+
+    def close(self) -> None:
+        """Stop background work (learner threads)."""
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def config(self) -> Dict[str, Any]:
+        """Plain-typed constructor options, stored in the checkpoint."""
+        return {}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str, meta: Optional[Dict[str, Any]] = None) -> None:
+        """torch.save of plain data (no pickled classes), written atomically."""
+        save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "policy": self.name, "config": self.config(),
+                               "action_space": self.action_space.to_dict(), "state": self.state_dict(),
+                               "meta": dict(meta or {})})
+
+    def load(self, path: str) -> Dict[str, Any]:
+        """Load weights saved by the same policy over the same action space; returns the checkpoint."""
+        ck = load_checkpoint(path)
+        if ck["policy"] != self.name:
+            raise CheckpointError(f"{path} holds a '{ck['policy']}' policy, not '{self.name}'")
+        if ActionSpace.from_dict(ck["action_space"]) != self.action_space:
+            raise CheckpointError(f"{path} was trained for another action space "
+                                  f"{ActionSpace.from_dict(ck['action_space']).branches}; "
+                                  f"this device has {self.action_space.branches}")
+        try:
+            self.load_state_dict(ck["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} does not fit policy '{self.name}': {one_line(exc)}") from None
+        return ck
+
+
+def save_checkpoint(path: str, payload: Dict[str, Any]) -> None:
+    """Write to a temp file in the same directory, then rename: a crash never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="tmp-ckpt-", suffix=".pt", dir=directory)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """torch.load(weights_only=True) with a one-line CheckpointError for anything unreadable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many exception types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a dvfo_ros checkpoint: "
+                              f"{one_line(exc, 160)}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a dvfo_ros policy checkpoint")
+    for key in ("policy", "config", "action_space", "state"):
+        if key not in ck:
+            raise CheckpointError(f"checkpoint {path} lacks '{key}'")
+    return ck
+
+
+def _ensure_registered(name: str) -> None:
+    if name not in POLICIES and name in _MODULES:
+        importlib.import_module(f"dvfo_ros.core.policies.{_MODULES[name]}")
+
+
+def policy_names() -> List[str]:
+    """Every policy_mode name that make_policy accepts."""
+    for module in sorted(set(_MODULES.values())):
+        try:
+            importlib.import_module(f"dvfo_ros.core.policies.{module}")
+        except ImportError:
+            continue
+    return sorted(POLICIES)
+
+
+def why_not_live(name: str) -> Optional[str]:
+    """None when ``name`` can act on a robot (the policy node's policy_mode), else one line saying why not."""
+    try:
+        _ensure_registered(name)
+    except ImportError:
+        pass
+    if name not in POLICIES:
+        return f"unknown policy '{name}'; choose one of {', '.join(live_policy_names())}"
+    cls = POLICIES[name]
+    if cls.not_live:
+        return cls.not_live
+    if cls.needs_env:
+        return f"{name} needs the device twin (env=SimEnv); it cannot act on a robot"
+    return None
+
+
+def live_policy_names() -> List[str]:
+    """The policy_mode names a robot can run (static first): registered, and needing no twin."""
+    names = [n for n in policy_names() if not (POLICIES[n].not_live or POLICIES[n].needs_env)]
+    return sorted(names, key=lambda n: (n != "static", n))
+
+
+def make_policy(name: str, action_space: ActionSpace, checkpoint: Optional[str] = None, **kw: Any) -> Policy:
+    """Build a policy by policy_mode name (ValueError listing the valid names); load a checkpoint if given."""
+    try:
+        _ensure_registered(name)
+    except ImportError:
+        pass
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(policy_names())}")
+    policy = POLICIES[name](action_space, **kw)
+    if checkpoint:
+        policy.load(checkpoint)
+    return policy
+
+
+def load_policy(path: str, **kw: Any) -> Policy:
+    """Rebuild a policy from its checkpoint alone (action space and options come from the file)."""
+    ck = load_checkpoint(path)
+    _ensure_registered(ck["policy"])
+    if ck["policy"] not in POLICIES:
+        raise CheckpointError(f"{path} holds an unknown policy '{ck['policy']}'")
+    options = dict(ck["config"])
+    options.update(kw)
+    policy = POLICIES[ck["policy"]](ActionSpace.from_dict(ck["action_space"]), **options)
+    policy.load(path)
+    return policy
+
+
+# ---- running a policy in the twin ------------------------------------------------------------
+@dataclass
+class RolloutLog:
+    """Per-frame outcomes of a run (what dvfo-bench aggregates and dvfo-train plots)."""
+
+    rewards: List[float] = field(default_factory=list)
+    energy_j: List[float] = field(default_factory=list)
+    soc_energy_j: List[float] = field(default_factory=list)
+    latency_ms: List[float] = field(default_factory=list)
+    accuracy_loss: List[float] = field(default_factory=list)
+    slo_violation: List[bool] = field(default_factory=list)
+    decision_ms: List[float] = field(default_factory=list)
+    costs: List[float] = field(default_factory=list)
+    actions: List[List[int]] = field(default_factory=list)
+    episode_returns: List[float] = field(default_factory=list)
+
+    def summary(self) -> Dict[str, Any]:
+        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        dec = np.asarray(self.decision_ms) if self.decision_ms else np.zeros(1)
+        return {"frames": len(self.rewards),
+                "energy_j_per_frame": float(np.mean(self.energy_j)) if self.energy_j else 0.0,
+                "soc_energy_j_per_frame": float(np.mean(self.soc_energy_j)) if self.soc_energy_j else 0.0,
+                "latency_ms_mean": float(np.mean(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
+                "accuracy_loss": float(np.mean(self.accuracy_loss)) if self.accuracy_loss else 0.0,
+                "reward_mean": float(np.mean(self.rewards)) if self.rewards else 0.0,
+                "cost_mean": float(np.mean(self.costs)) if self.costs else 0.0,
+                "slo_violations": int(np.sum(self.slo_violation)),
+                "decision_ms_p50": float(np.percentile(dec, 50)), "decision_ms_p99": float(np.percentile(dec, 99))}
+
+
+def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, time_scale: float = 0.0,
+            on_step: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> RolloutLog:
+    """Run ``frames`` frames of ``env`` under ``policy``; episodes restart automatically.
+
+    Decision time is measured around ``act`` (plus ``observe`` for a policy that learns inline):
+    it lands on the frame's critical path unless the policy is ``concurrent``. ``time_scale`` > 0
+    lets a frame take ``interval * time_scale`` of wall time (interval = max(camera period,
+    latency)): the time a concurrent learner gets to train while the simulated frame runs;
+    0 runs as fast as the CPU allows.
+    """
+    log = RolloutLog()
+    state = env.reset()
+    episode_return = 0.0
+    pending_ms = 0.0                     # inline learning time that delays the next frame
+    for i in range(int(frames)):
+        t0 = time.perf_counter()
+        action = policy.act(state)
+        decision_ms = (time.perf_counter() - t0) * 1e3
+        next_state, r, done, info = env.step(action, decision_ms=decision_ms + pending_ms,
+                                             decision_on_path=not policy.concurrent)
+        pending_ms = 0.0
+        if learn:
+            t1 = time.perf_counter()
+            policy.observe(state, action, r, next_state, done)
+            if not policy.concurrent:
+                pending_ms = (time.perf_counter() - t1) * 1e3
+        if time_scale > 0:
+            time.sleep(info.get("interval_ms", info["latency_ms"]) * time_scale / 1e3)
+        log.rewards.append(float(r))
+        log.energy_j.append(float(info["energy_j"]))
+        log.soc_energy_j.append(float(info["soc_energy_j"]))
+        log.latency_ms.append(float(info["latency_ms"]))
+        log.accuracy_loss.append(float(info["accuracy_loss"]))
+        log.slo_violation.append(bool(info["slo_violation"]))
+        log.decision_ms.append(decision_ms)
+        log.costs.append(float(info["cost"]))
+        log.actions.append([int(v) for v in action])
+        episode_return += float(r)
+        if on_step is not None:
+            on_step(i, info)
+        if done:
+            log.episode_returns.append(episode_return)
+            episode_return = 0.0
+            state = env.reset()
+        else:
+            state = next_state
+    return log

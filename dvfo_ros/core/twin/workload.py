@@ -1,0 +1,143 @@
+"""Per-stage work of a zoo model, counted from the REAL network with forward hooks.
+
+The device twin prices a frame from these numbers, so they must come from the same stage list
+the executor cuts (``models.backbone_stages``), not from a hand-written table. One forward pass
+at the chosen input size visits every leaf module once; each hook adds that leaf's arithmetic
+and memory traffic to the stage it belongs to.
+
+Conventions (say them once, here):
+- ``flops`` are multiply-accumulates (MACs), the convention torchvision's model docs use
+  ("resnet18: 1.81 GFLOPS" at 224 px). Elementwise layers (BN, activations, pools) add one
+  op per output element so they are not free.
+- ``bytes`` are fp32 DRAM traffic with no cache reuse between layers: read the input, read the
+  weights, write the output. The profile's ``emc_efficiency`` absorbs fp16/caching on a board.
+- ``kernels`` counts GPU kernel launches (conv/linear/pool/elementwise leaves), the CPU-side cost
+  that makes small layers launch-bound at high GPU clocks.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+BYTES_PER_ELEM = 4  # fp32 activations and weights as the zoo runs them
+
+
+@dataclass
+class Workload:
+    """What one frame of ``model`` costs when cut at ``split`` (head = stages[:split])."""
+
+    model: str
+    split: int
+    input_size: int
+    head_flops: int
+    head_bytes: int
+    tail_flops: int
+    tail_bytes: int
+    feature_shape: Tuple[int, int, int]          # (C, h, w) of the feature map at the split
+    layers: List[Dict] = field(default_factory=list)  # per stage: name, flops, bytes, kernels, where
+
+    @property
+    def total_flops(self) -> int:
+        return self.head_flops + self.tail_flops
+
+    @property
+    def feature_elems(self) -> int:
+        c, h, w = self.feature_shape
+        return c * h * w
+
+
+def _leaf_cost(module, inputs, output) -> Tuple[int, int, int]:
+    """(MACs, bytes, kernels) of one leaf module for one forward call."""
+    from torch import nn  # local: importing this module must stay cheap for the twin's users
+
+    x = inputs[0] if inputs else None
+    in_elems = int(x.numel()) if x is not None and hasattr(x, "numel") else 0
+    out_elems = int(output.numel()) if hasattr(output, "numel") else 0
+    params = sum(int(p.numel()) for p in module.parameters(recurse=False))
+    nbytes = (in_elems + out_elems + params) * BYTES_PER_ELEM
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        macs = out_elems * (module.in_channels // module.groups) * kh * kw
+        return macs, nbytes, 1
+    if isinstance(module, nn.Linear):
+        return out_elems * module.in_features, nbytes, 1
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+        return out_elems * k * k, nbytes, 1
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return in_elems, nbytes, 1
+    if isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout)) or out_elems == 0:
+        return 0, 0, 0  # views / no-ops at inference: no arithmetic, no traffic
+    # BatchNorm, ReLU/ReLU6/SiLU/Sigmoid/Hardswish, stochastic depth...: elementwise
+    return out_elems, nbytes, 1
+
+
+@functools.lru_cache(maxsize=64)
+def _count(model: str, split: int, input_size: int, num_classes: int) -> Workload:
+    import torch
+
+    from dvfo_ros.core.inference import models
+
+    net = models.build_model(model, num_classes=num_classes)
+    stages = models.backbone_stages(model, net)
+    if not 1 <= split < len(stages):
+        raise models.ModelError(f"split index {split} out of range for {model}: 1..{len(stages) - 1}")
+    per_stage: List[Dict] = []
+    handles = []
+    current: Dict = {}
+
+    def hook(module, inputs, output):
+        macs, nbytes, kernels = _leaf_cost(module, inputs, output)
+        current["flops"] += macs
+        current["bytes"] += nbytes
+        current["kernels"] += kernels
+
+    for _, stage in stages:
+        leaves = [m for m in stage.modules() if not list(m.children())]
+        handles += [m.register_forward_hook(hook) for m in leaves]
+    shapes: List[Tuple[int, ...]] = []
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, input_size, input_size)
+            for i, (name, stage) in enumerate(stages):
+                current.clear()
+                current.update(name=name, flops=0, bytes=0, kernels=0,
+                               where="head" if i < split else "tail")
+                x = stage(x)
+                if current["kernels"] == 0 and name != "flatten":
+                    current["kernels"] = 1  # a stage with no hooked leaf still launches work
+                shapes.append(tuple(x.shape[1:]))
+                per_stage.append(dict(current))
+    finally:
+        for h in handles:
+            h.remove()
+    feat = shapes[split - 1]
+    feature_shape = (int(feat[0]), int(feat[1]) if len(feat) > 1 else 1, int(feat[2]) if len(feat) > 2 else 1)
+    head = [s for s in per_stage if s["where"] == "head"]
+    tail = [s for s in per_stage if s["where"] == "tail"]
+    return Workload(
+        model=model, split=split, input_size=input_size,
+        head_flops=sum(s["flops"] for s in head), head_bytes=sum(s["bytes"] for s in head),
+        tail_flops=sum(s["flops"] for s in tail), tail_bytes=sum(s["bytes"] for s in tail),
+        feature_shape=feature_shape, layers=per_stage)
+
+
+def model_workload(model: str, split: int | None = None, input_size: int = 224,
+                   num_classes: int = 1000) -> Workload:
+    """Per-stage MACs/bytes of ``model`` at ``input_size`` px cut at ``split`` (cached).
+
+    ``split=None`` takes ``models.DEFAULT_SPLIT``. Raises ``models.ModelError`` (a ValueError)
+    for an unknown model or a split outside 1..num_stages-1.
+    """
+    from dvfo_ros.core.inference import models
+
+    if model not in models.ZOO:
+        raise models.ModelError(f"unknown model '{model}'; choose one of {', '.join(models.ZOO)}")
+    if split is None:
+        split = models.DEFAULT_SPLIT[model]
+    if input_size < 32:
+        raise models.ModelError(f"input_size {input_size} px is too small (>= 32)")
+    w = _count(model, int(split), int(input_size), int(num_classes))
+    # a fresh copy: callers may mutate layers without poisoning the cache
+    return Workload(**{**w.__dict__, "layers": [dict(s) for s in w.layers]})

@@ -1,0 +1,1 @@
+"""The cloud wire: the feature-map codec and the ZeroMQ link the edge offloads through."""
