@@ -18,3 +18,11 @@ torch.set_num_threads(1)
 import signal  # noqa: E402
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# mypy takes ~30 s from a cold cache on one core. When test_lint.py is selected it starts as soon as
+# collection ends, on the other core, beside the rest of the suite; the test then waits for its report.
+def pytest_collection_finish(session):
+    if any(item.nodeid.startswith("test/test_lint.py::test_mypy") for item in session.items):
+        from test_lint import start_mypy
+        start_mypy()

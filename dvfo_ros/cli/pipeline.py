@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from dvfo_ros.core.errors import DvfoError
+from dvfo_ros.core.errors import DvfoError, one_line
 
 DEFAULT_PARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "config", "pipeline.yaml")
@@ -48,7 +48,7 @@ def load_params(path: str) -> Dict[str, Dict[str, Any]]:
     except OSError as e:
         raise PipelineError(f"cannot read params file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise PipelineError(f"params file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise PipelineError(f"params file {path} is not valid YAML: {one_line(e)}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"params file {path}: expected 'node: ros__parameters: ...' mappings")
     out: Dict[str, Dict[str, Any]] = {}

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import yaml
 
-from dvfo_ros.core.errors import DvfoError
+from dvfo_ros.core.errors import DvfoError, one_line
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
 from dvfo_ros.core.twin.workload import Workload
 
@@ -199,7 +199,7 @@ def load_profile(name_or_path: "str | DeviceProfile") -> DeviceProfile:
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ProfileError(f"profile {path} is not valid YAML: {one_line(exc)}") from None
     if not isinstance(data, dict):
         raise ProfileError(f"profile {path} must be a mapping")
     known = set(DeviceProfile.__dataclass_fields__)
