@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = [
     "dvfo-profile = dvfo_ros.cli.profile:main",
     "dvfo-record = dvfo_ros.cli.record:main",
     "dvfo-bag = dvfo_ros.cli.bag:main",
+    "dvfo-artifact = dvfo_ros.cli.artifact:main",
 ]
 
 setup(

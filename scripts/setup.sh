@@ -94,9 +94,22 @@ if ! stamp_ok editable "$SETUP_HASH-$ROOT"; then
   stamp_set editable "$SETUP_HASH-$ROOT"
 fi
 # A trained DVFO artifact for the demo: resnet18 on scikit-learn's real handwritten digits. Too large
-# to ship (~44 MB with both tails), quick to train here: ~2 min on 2 cores, once.
+# to ship (~44 MB with both tails), quick to train here: ~2 min on 2 cores, once. It goes to the
+# per-user location every install searches ($DVFO_ARTIFACT_DIR, else ~/.cache/dvfo_ros/artifacts).
 if ! "$VPY" -c 'import sys; from dvfo_ros.core.inference.collab import default_artifact; sys.exit(0 if default_artifact("resnet18", "digits") else 1)' 2>/dev/null; then
-  say "training the demo's resnet18 artifact on scikit-learn's digits (~2 min, once)"
-  "$VPY" scripts/train_artifacts.py --quick --no-progress
+  say "training the demo's resnet18 artifact on scikit-learn's digits (~2 min, once) into the per-user dir"
+  "$VPY" -m dvfo_ros.cli.artifact train --model resnet18 --dataset digits --quick --no-progress
+fi
+# The demo's DVFO policy, trained in the twin for what the demo runs (Xavier NX twin, resnet18 at 32 px,
+# 10 classes, a 10 fps camera): ~45 s, once. Retrained when the MDP, the twin or the agent change.
+DEMO_CKPT=$ROOT/build/demo/dvfo_xavier_nx_resnet18_32px.pt
+DEMO_HASH=$(hash_of dvfo_ros/core/mdp/*.py dvfo_ros/core/twin/*.py dvfo_ros/core/policies/dvfo.py dvfo_ros/core/twin/profiles/xavier_nx.yaml)
+if ! stamp_ok demo_policy "$DEMO_HASH" || [ ! -f "$DEMO_CKPT" ]; then
+  say "training the demo's DVFO policy in the twin (~45 s, once)"
+  mkdir -p "$ROOT/build/demo"
+  "$VPY" -m dvfo_ros.cli.train --device xavier_nx --model resnet18 --input-size 32 --num-classes 10 --fps 10 \
+    --steps 3000 --time-scale 0.1 --eval-frames 300 --out "$DEMO_CKPT" >"$ROOT/build/demo/train.log" 2>&1 \
+    || { tail -20 "$ROOT/build/demo/train.log"; echo "[setup] demo policy training failed"; exit 1; }
+  stamp_set demo_policy "$DEMO_HASH"
 fi
 say "ready: $VENV"

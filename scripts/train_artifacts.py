@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Train the DVFO collaborative artifacts (one file per model x data set) on this machine's CPU.
 
+The full set behind the accuracy table, one `dvfo-artifact train` per model x data set (one
+artifact: `dvfo-artifact train --model M --dataset D`, or `python -m dvfo_ros.cli.artifact`).
+
 Why train instead of ship: a resnet18 with its edge and cloud tails is ~20 M parameters (~40 MB
 even in fp16), far past "a few MB"; at 32 px input it trains on 2 CPU cores in minutes.
 
@@ -11,14 +14,10 @@ even in fp16), far past "a few MB"; at 32 px input it trains on 2 CPU cores in m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-FULL_EPOCHS = {"digits": 25.0, "scenes": 8.0}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,8 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=None, help="epochs (default: 25 digits, 8 scenes)")
     p.add_argument("--input-size", type=int, default=32, help="image side in px the models train at")
     p.add_argument("--budget-s", type=float, default=None, help="training time budget per model (s)")
-    p.add_argument("--out-dir", default=None, help="where artifacts go (default: the first writable "
-                   "of $DVFO_ARTIFACT_DIR, <repo>/artifacts/cache, ~/.cache/dvfo_ros/artifacts)")
+    p.add_argument("--out-dir", default=None, help="where artifacts go (default: $DVFO_ARTIFACT_DIR, "
+                   "else $XDG_CACHE_HOME/dvfo_ros/artifacts, as dvfo-artifact train)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
     p.add_argument("--offload-sparsity", type=float, default=0.0,
@@ -46,35 +45,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Each job is `dvfo-artifact train` (dvfo_ros.core.inference.artifacts.train_artifact)."""
     args = parse_args(argv)
     import torch
-    from dvfo_ros.core.inference.collab import artifact_name, default_artifact_dir
-    from dvfo_ros.core.inference.training import TrainConfig, train_collab
+    from dvfo_ros.core.inference.artifacts import ArtifactJob, train_artifact
     torch.set_num_threads(max(1, args.threads))
-    out_dir = args.out_dir or default_artifact_dir()
-    os.makedirs(out_dir, exist_ok=True)
     jobs = [("resnet18", "digits")] if args.quick else [(m, d) for d in args.datasets for m in args.models]
     for model, dataset in jobs:
-        path = os.path.join(out_dir, artifact_name(model, dataset))
-        if os.path.isfile(path) and not (args.force or args.resume):
-            print(f"[train] {path} exists; skipping (--force retrains)")
-            continue
-        if args.quick:
-            cfg = TrainConfig(model=model, dataset=dataset, input_size=args.input_size, epochs=3.0,
-                              time_budget_s=args.budget_s or 100.0, calib_images=256, max_val=500,
-                              seed=args.seed)
-        else:
-            cfg = TrainConfig(model=model, dataset=dataset, input_size=args.input_size,
-                              epochs=args.epochs or FULL_EPOCHS.get(dataset, 10.0), batch_size=args.batch_size,
-                              lr=args.lr, time_budget_s=args.budget_s, seed=args.seed,
-                              offload_sparsity=args.offload_sparsity,
-                              init_artifact=path if args.resume and os.path.isfile(path) else None)
-        t0 = time.monotonic()
-        net, report = train_collab(cfg, progress=not args.no_progress, log=lambda s: print(f"[train] {s}"))
-        net.save_artifact(path)
-        with open(path[:-3] + ".train.json", "w") as fh:
-            json.dump({"meta": net.meta, "report": report}, fh, indent=1, default=str)
-        print(f"[train] wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) in {time.monotonic() - t0:.0f} s")
+        job = ArtifactJob(model=model, dataset=dataset, quick=args.quick, epochs=args.epochs,
+                          budget_s=args.budget_s, input_size=args.input_size, batch_size=args.batch_size,
+                          lr=args.lr, offload_sparsity=args.offload_sparsity, seed=args.seed,
+                          resume=args.resume and not args.quick)
+        train_artifact(job, out_dir=args.out_dir, force=args.force, progress=not args.no_progress,
+                       log=lambda s: print(f"[train] {s}", flush=True))
     return 0
 
 

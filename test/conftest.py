@@ -7,6 +7,8 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
 # A domain of our own so parallel runs (and other sessions) do not cross-talk.
 os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
+# Governors on fake sysfs trees record original clocks in a state file: keep those out of /run.
+os.environ.setdefault("DVFO_STATE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="dvfo-state-")))
 
 import torch  # noqa: E402
 

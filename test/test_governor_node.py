@@ -14,7 +14,8 @@ def test_action_changes_device_state_and_is_clamped():
     from dvfo_ros.msg import DeviceState, DvfoAction
     from dvfo_ros.nodes.governor import GovernorNode
     with ros_context() as ctx:
-        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("rate_hz", value=50.0)])
+        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("backend", value="sim"),
+                                                         Parameter("rate_hz", value=50.0)])
         table = gov.table
         probe = Node("probe", context=ctx)
         states = []
@@ -43,7 +44,7 @@ def test_action_changes_device_state_and_is_clamped():
 def test_invalid_parameter_refused_with_reason():
     from dvfo_ros.nodes.governor import GovernorNode
     with ros_context() as ctx:
-        gov = GovernorNode(context=ctx)
+        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("backend", value="sim")])
         res = gov.set_parameters([Parameter("thermal_limit_c", value=500.0)])[0]
         assert not res.successful
         assert "thermal_limit_c" in res.reason
@@ -57,7 +58,8 @@ def test_integer_for_a_float_parameter_is_accepted_and_a_wrong_type_refused():
     """`thermal_limit_c: 80` in a params file is 80.0; a string is refused with a reason, not a crash."""
     from dvfo_ros.nodes.governor import GovernorNode
     with ros_context() as ctx:
-        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("thermal_limit_c", value=80)])
+        gov = GovernorNode(context=ctx, parameter_overrides=[Parameter("backend", value="sim"),
+                                                         Parameter("thermal_limit_c", value=80)])
         assert gov.params["thermal_limit_c"] == 80.0
         res = gov.set_parameters([Parameter("rate_hz", value="fast")])[0]
         assert not res.successful and "rate_hz" in res.reason

@@ -25,11 +25,16 @@ def test_readme_documents_every_declared_parameter():
 
 
 def test_params_file_sets_only_declared_parameters():
+    from dvfo_ros.cli.pipeline import load_params
     from dvfo_ros.nodes.graph import NODES
     doc = yaml.safe_load(_read("config", "pipeline.yaml"))
+    assert all(key.startswith("/**/") for key in doc), "keys must apply under any namespace: /**/<node>"
+    for ns in ("", "/robot1"):
+        params = load_params(os.path.join(ROOT, "config", "pipeline.yaml"), namespace=ns)
+        assert set(params) == {spec.name for spec in NODES}
     for spec in NODES:
         declared = {p.name for p in importlib.import_module(spec.module).PARAMS}
-        given = set(doc[spec.name]["ros__parameters"])
+        given = set(params[spec.name])
         assert given <= declared, f"{spec.name}: unknown {given - declared}"
 
 

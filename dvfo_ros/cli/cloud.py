@@ -131,6 +131,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         device = _pick_device(args.device)
         keys = _curve_keys(args)
         model = load_collab_model(args)
+        spec = ModelSpec.from_args(args)
+        if not spec.resolve_artifact():      # untrained zoo weights: never silent
+            from dvfo_ros.core.inference.artifacts import untrained_warning
+            log.warning("%s", untrained_warning(spec.model, spec.dataset, spec.artifact == "none"))
         runner, accept = make_tail_runner(model, device)
         batch = _batching(model, device, args.max_batch)
         from dvfo_ros.cloud.server import CloudServer

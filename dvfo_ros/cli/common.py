@@ -65,6 +65,9 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy-penalty", type=float, default=d.accuracy_penalty,
                    help="penalty weight for accuracy loss over bound")
     p.add_argument("--noise", type=float, default=d.noise, help="relative latency/power noise of the twin")
+    p.add_argument("--input-size", type=int, default=d.input_size,
+                   help="the network's input side in px (a 32-px artifact: 32); the twin counts its work at this size")
+    p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of the network's head")
 
 
 def add_agent_args(p: argparse.ArgumentParser, show: bool = True) -> None:

@@ -3,6 +3,7 @@
     dvfo-hw                                   # auto: jetson -> linux -> sim
     dvfo-hw --backend jetson --set cpu=1.2G,gpu=600M,emc=1600M
     dvfo-hw --backend jetson --root /tmp/xavier_copy --json
+    dvfo-hw --restore                         # clocks a SIGKILLed governor left changed (its state file)
 
 With --set the request is clamped to the tables and applied; the original settings are put back
 when the command exits unless --keep is given (the board is never left changed by accident).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Dict, List, Optional
 
@@ -96,12 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the --set clocks applied after exit")
     p.add_argument("--allow-set", action="store_true", help="nvml: allow locking clocks (read-only otherwise)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--restore", action="store_true",
+                   help="put back the clocks a killed governor left changed (from its state file for --root)")
     return p
+
+
+def restore_leftover(root: str) -> int:
+    """dvfo-hw --restore: write back the originals in the state file for ``root``, delete it."""
+    from dvfo_ros.core.hardware import state
+    path = state.state_path(root)
+    doc = state.read_state(path)
+    if doc is None:
+        print(f"nothing to restore: no state file {path}")
+        return 0
+    pid = int(doc.get("pid", 0) or 0)
+    if pid and pid != os.getpid() and state.pid_alive(pid):
+        return error("dvfo-hw", f"governor pid {pid} still runs and owns {path}; stop it (it restores on exit)",
+                     code=1)
+    errors = state.restore_state(path)
+    for line in errors:
+        print(f"  ERROR {line}")
+    print(f"restored {len(doc['originals']) - len(errors)} of {len(doc['originals'])} settings from {path}"
+          + ("" if errors else "; state file removed"))
+    return 1 if errors else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.restore:
+        return restore_leftover(args.root)
     try:
         request = parse_set(args.set_) if args.set_ is not None else None
     except UsageError as e:

@@ -9,8 +9,10 @@ nothing answers there, and prints a summary when N frames have their results.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -40,8 +42,29 @@ def packaged_params_file() -> str:
         raise PipelineError("config/pipeline.yaml not found; pass --params-file") from None
 
 
-def load_params(path: str) -> Dict[str, Dict[str, Any]]:
-    """{node: {param: value}} from a ROS 2 params file (node: ros__parameters: ...; '/**' applies to all)."""
+def _node_key_pattern(key: str) -> "re.Pattern[str]":
+    """A params-file node key as rcl/rclcpp/rclpy match it against a node's fully qualified name:
+    a key without a leading '/' is rooted ('camera' = '/camera'); '/**' stands for any number of
+    namespace tokens (also none), '/*' for exactly one."""
+    rooted = key if key.startswith("/") else "/" + key
+    parts = []
+    for tok in rooted.split("/")[1:]:
+        parts.append(r"(/[^/]+)*" if tok == "**" else r"/[^/]+" if tok == "*" else "/" + re.escape(tok))
+    return re.compile("".join(parts) or "/")
+
+
+def _fqn(namespace: str, node: str) -> str:
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return f"{ns}/{node}"
+
+
+def load_params(path: str, namespace: str = "",
+                nodes: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """{node: {param: value}} from a ROS 2 params file, applied the way rcl applies it to the node
+    `<namespace>/<node>`: keys `/**/camera` (any namespace), `/camera` or `camera` (root only),
+    `/robot1/camera`, `/*/camera`, `/**` (every node); when several keys match a node, later ones
+    win, as in rclcpp/rclpy. `nodes` defaults to the pipeline's nodes (dvfo_ros.nodes.graph.NODES)
+    plus every node the file names explicitly. Nodes no key matches are left out."""
     try:
         with open(path) as f:
             doc = yaml.safe_load(f) or {}
@@ -51,14 +74,26 @@ def load_params(path: str) -> Dict[str, Dict[str, Any]]:
         raise PipelineError(f"params file {path} is not valid YAML: {one_line(e)}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"params file {path}: expected 'node: ros__parameters: ...' mappings")
-    out: Dict[str, Dict[str, Any]] = {}
-    common = (doc.get("/**") or {}).get("ros__parameters", {})
-    for node, body in doc.items():
-        if node == "/**":
-            continue
+    entries = []
+    for key, body in doc.items():
+        if not isinstance(key, str) or not key.strip("/"):
+            raise PipelineError(f"params file {path}: '{key}' is not a node name")
         if not isinstance(body, dict) or not isinstance(body.get("ros__parameters", {}), dict):
-            raise PipelineError(f"params file {path}: '{node}' needs a 'ros__parameters' mapping")
-        out[node.lstrip("/")] = dict(common, **body.get("ros__parameters", {}))
+            raise PipelineError(f"params file {path}: '{key}' needs a 'ros__parameters' mapping")
+        entries.append((_node_key_pattern(key), body.get("ros__parameters") or {}))
+    if nodes is None:
+        from dvfo_ros.nodes.graph import NODES
+        nodes = [spec.name for spec in NODES]
+        for key in doc:
+            last = key.rstrip("/").rsplit("/", 1)[-1]
+            if "*" not in last and last not in nodes:
+                nodes.append(last)
+    out: Dict[str, Dict[str, Any]] = {}
+    for node in nodes:
+        fqn = _fqn(namespace, node)
+        for pattern, values in entries:
+            if pattern.fullmatch(fqn):
+                out.setdefault(node, {}).update(values)
     return out
 
 
@@ -201,6 +236,23 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
         stop_child(child)
 
 
+def comparison(ours: Dict[str, Any], theirs: Dict[str, Any]) -> str:
+    """The same frames under two policies side by side, the saving as ratios, and where figures come from."""
+    from dvfo_ros.core.io.tables import format_table as table
+    rows = [[s["policy"], s["energy_j_per_frame"], s["latency_ms_mean"], s["latency_ms_p95"],
+             "n/a" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f} %"] for s in (ours, theirs)]
+    text = table(rows, ["policy", "energy J/frame", "latency mean ms", "latency p95 ms", "accuracy"],
+                 floatfmt=("", ".4f", ".2f", ".2f", ""))
+    e_ratio = ours["energy_j_per_frame"] / theirs["energy_j_per_frame"] if theirs["energy_j_per_frame"] else 0.0
+    l_ratio = ours["latency_ms_mean"] / theirs["latency_ms_mean"] if theirs["latency_ms_mean"] else 0.0
+    lines = [text, f"{ours['policy']} vs {theirs['policy']} on the same {ours['frames_in']} frames: "
+             f"energy x{e_ratio:.3f} ({100 * (1 - e_ratio):+.1f} % saved), latency x{l_ratio:.3f}"]
+    if ours.get("timing") == "twin":
+        lines.append(f"energy and edge compute time come from the {ours['device_profile']} twin (backend "
+                     f"{ours.get('backend')}, timing=twin), not a measurement; transfer and cloud times are measured")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="dvfo-pipeline", description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=60, help="camera frames to run (default 60)")
@@ -209,6 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="override one parameter, e.g. policy.offload_ratio=0.25 (repeatable)")
     ap.add_argument("--report", default=None, help="write the summary as JSON to this file")
     ap.add_argument("--timeout-s", type=float, default=300.0, help="give up after this long (default 300)")
+    ap.add_argument("--compare", default=None, metavar="POLICY",
+                    help="then run the same frames under this policy (e.g. edge_only) and print both side by side")
     args = ap.parse_args(argv)
     if args.frames < 1:
         ap.error("--frames must be >= 1")
@@ -219,19 +273,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         params = load_params(args.params_file or packaged_params_file())
         apply_sets(params, args.set)
-        summary = run(params, args.frames, args.timeout_s,
-                      log=lambda s: print(f"[dvfo-pipeline] {s}", file=sys.stderr, flush=True))
+        log = lambda s: print(f"[dvfo-pipeline] {s}", file=sys.stderr, flush=True)  # noqa: E731
+        baseline_params = copy.deepcopy(params)
+        summary = run(params, args.frames, args.timeout_s, log=log)
+        baseline = None
+        if args.compare:
+            pol = baseline_params.setdefault("policy", {})
+            pol["policy_mode"], pol["checkpoint"] = args.compare, ""
+            baseline = run(baseline_params, args.frames, args.timeout_s, log=log)
     except (PipelineError, ValueError, OSError) as e:
         print(f"dvfo-pipeline: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     print(format_table(summary))
+    if baseline is not None:
+        summary["compared_with"] = baseline
+        print(comparison(summary, baseline))
     if args.report:
         os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
         with open(args.report, "w") as f:
             json.dump(summary, f, indent=2)
-    return 0 if summary["results_out"] == summary["frames_in"] else 1
+    ok = summary["results_out"] == summary["frames_in"]
+    if baseline is not None:
+        ok = ok and baseline["results_out"] == baseline["frames_in"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

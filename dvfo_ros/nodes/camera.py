@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -16,6 +14,7 @@ from sensor_msgs.msg import Image
 from dvfo_ros.core.io import camera as cam
 from dvfo_ros.msg import FrameLabel
 from dvfo_ros.nodes.params import Param, ParamSet
+from dvfo_ros.nodes.spin import run
 
 PARAMS = [
     Param("source", "synthetic", "frame source", choices=("synthetic", "dataset", "directory", "video", "v4l2")),
@@ -106,13 +105,9 @@ class CameraNode(Node):
         self.frames_published += 1
 
 
-def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            rclpy.spin(CameraNode())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args=None) -> int:
+    return run(CameraNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,20 +12,20 @@ import math
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from dvfo_ros.core.io import camera as cam
+from dvfo_ros.core.inference.artifacts import untrained_warning
 from dvfo_ros.core.inference.edge import Clocks, EdgeInference
 from dvfo_ros.core.inference.models import ZOO
 from dvfo_ros.core.inference.spec import ModelSpec
 from dvfo_ros.core.mdp.observation import ObservationTracker
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
-from dvfo_ros.nodes.params import Param, ParamSet
+from dvfo_ros.nodes.params import Param, ParamSet, diag_name
+from dvfo_ros.nodes.spin import run
 
 PARAMS = [
     Param("model", "resnet18", "zoo model", choices=ZOO, read_only=True),
@@ -61,7 +61,12 @@ class ExecutorNode(Node):
         p = self.params.values
         import torch
         torch.set_num_threads(p["threads"])
-        self.model = ModelSpec.from_params(p).load()
+        spec = ModelSpec.from_params(p)
+        self.model = spec.load()
+        # untrained zoo weights are never silent: a WARN at every start and in /diagnostics
+        self.untrained = "" if spec.resolve_artifact() else untrained_warning(spec.model, spec.dataset,
+                                                                               spec.artifact == "none")
+        self.timing_note = "measured on this machine"
         self.link = self._open_link(p)
         self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"])
         self.twin_for: Optional[str] = None
@@ -88,6 +93,8 @@ class ExecutorNode(Node):
             f"{self.model.meta['model']} split {self.model.meta['split']} "
             f"({self.model.meta.get('dataset', 'untrained')}), "
             f"cloud {p['cloud_endpoint'] or 'off'}, deadline {p['deadline_ms']} ms")
+        if self.untrained:
+            self.get_logger().warning(self.untrained)
 
     def _open_link(self, p: Dict[str, Any]):
         if not p["cloud_endpoint"]:
@@ -126,17 +133,22 @@ class ExecutorNode(Node):
         self.twin_for = key
         if not want:
             self.engine.twin = self.engine.workload = None
+            self.timing_note = "measured on this machine"
+            self.get_logger().info(f"timing: measured (backend {backend or '?'}, timing={mode})")
             return
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
         m = self.model.meta
         self.engine.twin = DeviceTwin(load_profile(profile or "xavier_nx"))
         self.engine.workload = model_workload(m["model"], int(m["split"]), int(m["input_size"]),
                                               int(m["num_classes"]))
-        self.get_logger().info(f"edge time and energy from the {profile} twin (timing={mode})")
+        self.timing_note = f"twin ({profile or 'xavier_nx'} profile), not measured"
+        self.get_logger().info(f"timing: {self.timing_note}: edge ms and J in dvfo/inference are the device "
+                               f"twin's (backend {backend or '?'}, timing={mode})")
 
     def _publish_diagnostics(self) -> None:
         """Fallbacks and link health for rqt_robot_monitor / diagnostic_aggregator, once a second."""
-        st = DiagnosticStatus(name="dvfo_ros/executor", hardware_id=str(self.params["cloud_endpoint"] or "edge-only"))
+        st = DiagnosticStatus(name=diag_name(self, "dvfo_ros/executor"),
+                              hardware_id=str(self.params["cloud_endpoint"] or "edge-only"))
         c = self.counts
         recent = c["fallbacks"] - getattr(self, "_fallbacks_at_last_diag", 0)
         self._fallbacks_at_last_diag = c["fallbacks"]
@@ -145,10 +157,15 @@ class ExecutorNode(Node):
         elif recent:
             st.level, st.message = DiagnosticStatus.WARN, f"{recent} frames fell back to edge-only: " \
                 f"{self.last_fallback_reason}"
+        elif self.untrained:
+            st.level, st.message = DiagnosticStatus.WARN, self.untrained
         else:
             st.level, st.message = DiagnosticStatus.OK, "frames flowing"
         stats = dict(self.link.stats) if self.link is not None else {}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in list(c.items()) + sorted(stats.items())]
+        st.values += [KeyValue(key="timing", value=self.timing_note),
+                      KeyValue(key="weights", value="UNTRAINED" if self.untrained else
+                               str(self.model.meta.get("artifact_id", "trained")))]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
@@ -213,13 +230,9 @@ class ExecutorNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            rclpy.spin(ExecutorNode())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args=None) -> int:
+    return run(ExecutorNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

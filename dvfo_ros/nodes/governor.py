@@ -2,24 +2,26 @@
 
     ros2 run dvfo_ros governor --ros-args -p backend:=sim -p profile:=xavier_nx
 Subscribes dvfo/action; publishes dvfo/device_state at ``rate_hz`` and /diagnostics.
-Every setting it changes is put back when it exits (normal exit, SIGINT, SIGTERM, exception).
+Every setting it changes is put back when it exits (normal exit, SIGINT, SIGTERM, exception); after a
+SIGKILL its watchdog process does it from the state file (core/hardware/state.py), else its next start.
 """
 from __future__ import annotations
 
+import signal
 from typing import Any, Dict, Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from dvfo_ros.core.hardware import BACKENDS, open_backend, thermal_cap
+from dvfo_ros.core.hardware import BACKENDS, guard_clocks, open_backend, recover_leftover_clocks, thermal_cap
 from dvfo_ros.msg import DeviceState, DvfoAction
-from dvfo_ros.nodes.params import Param, ParamSet
+from dvfo_ros.nodes.params import Param, ParamSet, diag_name
+from dvfo_ros.nodes.spin import run
 
 PARAMS = [
-    Param("backend", "sim", "hardware backend", choices=BACKENDS, read_only=True),
+    Param("backend", "auto", "hardware backend (auto: jetson -> linux -> sim, one log line says which and why)",
+          choices=BACKENDS, read_only=True),
     Param("profile", "xavier_nx", "device table / twin profile (nano, tx2, xavier_nx, orin_nx or a YAML path)",
           read_only=True),
     Param("sysfs_root", "/", "root of the sysfs/debugfs tree (a copy or fake tree for tests)", read_only=True),
@@ -34,8 +36,12 @@ class GovernorNode(Node):
         super().__init__("governor", **kwargs)
         self.params = ParamSet(self, PARAMS, on_change=self._on_change)
         p = self.params.values
+        # clocks a SIGKILLed governor left changed (its watchdog did not run either): put them back first
+        recover_leftover_clocks(p["sysfs_root"], log=self.get_logger().warning)
         self.backend = open_backend(p["backend"], root=p["sysfs_root"], profile=p["profile"],
                                     log=self.get_logger().info)
+        # originals go to a state file before the first write; a watchdog process restores them if we die
+        self.watchdog = guard_clocks(self.backend, p["sysfs_root"])
         self.table = self.backend.table()
         self.last_error = ""
         self.thermal_capped = False
@@ -95,7 +101,7 @@ class GovernorNode(Node):
 
     def _publish_diagnostics(self, s: DeviceState) -> None:
         st = DiagnosticStatus()
-        st.name = f"dvfo_ros/governor ({s.backend})"
+        st.name = diag_name(self, f"dvfo_ros/governor ({s.backend})")
         st.hardware_id = s.profile or s.backend
         if s.error:
             st.level, st.message = DiagnosticStatus.ERROR, s.error
@@ -116,23 +122,23 @@ class GovernorNode(Node):
         try:
             self.backend.restore()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             super().destroy_node()
 
 
-def main(args=None) -> None:
-    node = None
-    try:
-        with rclpy.init(args=args):
-            node = GovernorNode()
-            from dvfo_ros.core.hardware import install_restore_handlers
-            install_restore_handlers(node.backend)
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.backend.restore()
+def _governor() -> "GovernorNode":
+    from dvfo_ros.core.hardware import install_restore_handlers
+    node = GovernorNode()
+    # SIGINT and interpreter exit put the clocks back whatever else happens; SIGTERM stays rclpy's (a clean
+    # shutdown: spin returns and run()'s cleanup restores), so `ros2 launch` sees exit code 0 for both.
+    install_restore_handlers(node.backend, signals=(signal.SIGINT,))
+    return node
+
+
+def main(args=None) -> int:
+    return run(_governor, args, cleanup=lambda node: node.backend.restore())
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
@@ -18,6 +16,7 @@ from dvfo_ros.core.policies.base import live_policy_names, why_not_live
 from dvfo_ros.core.policies.runtime import PolicyRuntime
 from dvfo_ros.msg import DeviceState, DvfoAction, InferenceResult, Observation, Transition
 from dvfo_ros.nodes.params import Param, ParamSet
+from dvfo_ros.nodes.spin import run
 
 PARAMS = [
     Param("policy_mode", "static", "which policy acts (twin-only ones such as oracle are refused with why)",
@@ -124,13 +123,9 @@ class PolicyNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            rclpy.spin(PolicyNode())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args=None) -> int:
+    return run(PolicyNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

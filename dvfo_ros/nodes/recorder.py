@@ -14,13 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, List, Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from dvfo_ros.core.io.bags import BagWriter
 from dvfo_ros.core.io.bagtypes import DEFAULT_TOPICS
+from dvfo_ros.nodes.spin import run
 
 
 def absolute(topic: str) -> str:
@@ -98,17 +97,8 @@ class RecorderNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    node = None
-    try:
-        with rclpy.init(args=args):
-            node = RecorderNode()
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
+def main(args=None) -> int:
+    return run(RecorderNode, args, cleanup=lambda node: node.close())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from dvfo_ros.core.signals import chain, handling_signals, install_handlers
 BACKENDS = ("auto", "jetson", "linux", "nvml", "sim")
 
 __all__ = ["BACKENDS", "ApplyResult", "FrequencyTable", "HardwareBackend", "HardwareError", "Reading",
-           "clamp_to_table", "open_backend", "install_restore_handlers", "restoring", "thermal_cap"]
+           "clamp_to_table", "open_backend", "install_restore_handlers", "restoring", "thermal_cap",
+           "guard_clocks", "recover_leftover_clocks"]
 
 
 def _open_sim(profile: str) -> HardwareBackend:
@@ -132,6 +133,31 @@ def _restore_then_chain(restore: Callable[[], None], previous: Any) -> Callable[
         restore()
         chain(previous, signum, frame)   # e.g. default_int_handler -> KeyboardInterrupt; SIG_DFL -> die by it
     return handler
+
+
+# --- restore after a SIGKILL: state file + watchdog (state.py, watchdog.py) -------------------
+
+def guard_clocks(backend: HardwareBackend, root: str = "/", watchdog: bool = True) -> Optional[Any]:
+    """For a sysfs backend (jetson, linux): record each original in the state file for ``root``
+    BEFORE its first write, and (``watchdog``) start the process that restores from it if this one
+    is killed. Returns the state.Watchdog (``stop()`` it after the normal restore), or None."""
+    from dvfo_ros.core.hardware import state
+    from dvfo_ros.core.hardware.sysfs import SysfsWriter
+    writer = getattr(backend, "writer", None)
+    if not isinstance(writer, SysfsWriter):
+        return None            # sim: nothing to restore; nvml: its restore resets the driver's locks
+    writer.persist_to(state.state_path(root), backend.name)
+    return state.Watchdog(writer.state_file or state.state_path(root)) if watchdog else None
+
+
+def recover_leftover_clocks(root: str = "/", log: Optional[LogFn] = None) -> Optional[List[str]]:
+    """Restore clocks a killed governor left behind (its state file, its pid gone); None: nothing left."""
+    from dvfo_ros.core.hardware import state
+    errors = state.recover_leftover(root)
+    if errors is not None and log is not None:
+        log(f"restored the clocks a killed governor left behind ({state.state_path(root)})"
+            + (f"; failed: {'; '.join(errors)}" if errors else ""))
+    return errors
 
 
 # --- thermal guard -----------------------------------------------------------------------------

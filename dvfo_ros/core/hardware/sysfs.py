@@ -105,6 +105,25 @@ class SysfsWriter:
         self.log = log
         self.originals: Dict[str, str] = {}
         self._changed: List[str] = []          # order of first write, for a reverse restore
+        # state.py: with a state file, each file's original is persisted BEFORE the first write to it,
+        # so a watchdog / the next start / `dvfo-hw --restore` can put it back after a SIGKILL
+        self.state_file: Optional[str] = None
+        self.backend_name = ""
+        self._persisted: List[str] = []
+
+    def persist_to(self, state_file: Optional[str], backend_name: str = "") -> None:
+        """Record originals in ``state_file`` from now on (None: stop); writes what is changed already."""
+        self.state_file, self.backend_name = state_file, backend_name or self.backend_name
+        self._persisted = []
+        if state_file and self._changed:
+            self._persist(list(self._changed))
+
+    def _persist(self, paths: List[str]) -> None:
+        from dvfo_ros.core.hardware import state
+        assert self.state_file is not None
+        state.write_state(self.state_file, self.backend_name, self.tree.root,
+                          {self.tree.path(p): self.originals[p] for p in paths})
+        self._persisted = list(paths)
 
     def snapshot(self, paths: Iterable[str]) -> None:
         """Remember the current value of each readable path (first value wins)."""
@@ -118,6 +137,13 @@ class SysfsWriter:
         """Write one value; None on success, else one line naming the path and the reason."""
         if abs_path not in self.originals:
             self.snapshot([abs_path])
+        if self.state_file and abs_path in self.originals and abs_path not in self._persisted:
+            try:
+                self._persist(self._persisted + [abs_path])
+            except OSError as e:   # no state dir: the write goes ahead, the in-process restore still works
+                if self.log:
+                    self.log(f"cannot record original clocks in {self.state_file}: {e}")
+                self.state_file = None
         err = self._raw_write(abs_path, value)
         if err is None and abs_path in self.originals and abs_path not in self._changed:
             self._changed.append(abs_path)
@@ -156,6 +182,16 @@ class SysfsWriter:
             if not pending:
                 break
         self._changed = [p for p in self._changed if p in errors]
+        if self.state_file:
+            from dvfo_ros.core.hardware import state
+            try:
+                if self._changed:
+                    self._persist(list(self._changed))
+                else:
+                    state.remove_state(self.state_file)
+                    self._persisted = []
+            except OSError:
+                pass
         lines = [f"restore: {e}" for e in errors.values()]
         if self.log:
             for line in lines:

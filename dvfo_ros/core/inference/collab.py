@@ -283,20 +283,31 @@ def check_compatible(meta: Dict[str, Any], model: str, split: int, version: int,
         raise ArtifactError(f"artifact mismatch: {meta.get('artifact_id')} vs {artifact_id}")
 
 
+def user_artifact_dir() -> str:
+    """The per-user artifact location every install searches: $DVFO_ARTIFACT_DIR, else the XDG
+    cache dir ($XDG_CACHE_HOME/dvfo_ros/artifacts, default ~/.cache/dvfo_ros/artifacts)."""
+    if os.environ.get("DVFO_ARTIFACT_DIR"):
+        return os.environ["DVFO_ARTIFACT_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "dvfo_ros", "artifacts")
+
+
 def artifact_dirs() -> List[str]:
-    """Where trained artifacts are looked for, first hit wins: $DVFO_ARTIFACT_DIR, the source
-    checkout's artifacts/cache (setup trains there), ~/.cache/dvfo_ros, the package's own."""
+    """Where trained artifacts are looked for, first hit wins: $DVFO_ARTIFACT_DIR, the XDG cache
+    dir (what ``dvfo-artifact train`` and setup write), a source checkout's artifacts/cache (older
+    developer setups), the package's own."""
     here = os.path.dirname(os.path.abspath(__file__))          # dvfo_ros/core/inference
     pkg = os.path.dirname(os.path.dirname(here))               # dvfo_ros
     repo = os.path.dirname(pkg)
     dirs = []
     if os.environ.get("DVFO_ARTIFACT_DIR"):
         dirs.append(os.environ["DVFO_ARTIFACT_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    dirs.append(os.path.join(cache, "dvfo_ros", "artifacts"))
     if os.path.isfile(os.path.join(repo, "package.xml")):
         dirs.append(os.path.join(repo, "artifacts", "cache"))
-    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "dvfo_ros", "artifacts"))
     dirs.append(os.path.join(pkg, "artifacts"))
-    return dirs
+    return list(dict.fromkeys(dirs))
 
 
 def artifact_name(model: str, dataset: str) -> str:
@@ -313,8 +324,9 @@ def default_artifact(model: str = "resnet18", dataset: str = "digits") -> Option
 
 
 def default_artifact_dir() -> str:
-    """Where training writes: the first writable candidate of artifact_dirs()."""
-    for d in artifact_dirs()[:-1]:
+    """Where training writes: the per-user location (user_artifact_dir), else the first writable
+    of the other search locations."""
+    for d in [user_artifact_dir()] + artifact_dirs()[:-1]:
         try:
             os.makedirs(d, exist_ok=True)
             if os.access(d, os.W_OK):

@@ -40,6 +40,7 @@ class TrainConfig:
     split: Optional[int] = None          # None: models.DEFAULT_SPLIT
     input_size: int = 32                 # px; small so a CPU trains it in minutes
     epochs: float = 8.0
+    steps: Optional[int] = None          # total optimiser steps (overrides epochs when given)
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -101,7 +102,7 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
     xt, yt = to_tensor(x_tr), torch.from_numpy(np.array(y_tr, copy=True))
     flip = cfg.dataset != "digits"
     steps_per_epoch = max(1, math.ceil(len(xt) / cfg.batch_size))
-    total_steps = max(1, int(cfg.epochs * steps_per_epoch))
+    total_steps = max(1, int(cfg.steps) if cfg.steps else int(cfg.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t0 = time.monotonic()
     step, history = 0, []

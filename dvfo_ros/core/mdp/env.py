@@ -50,13 +50,14 @@ class SimEnv:
                  action_space: Optional[ActionSpace] = None, split: Optional[int] = None,
                  fps: float = 30.0, episode_frames: int = 300, noise: float = 0.0,
                  cloud_gflops: float = 30000.0, bytes_per_channel_elem: Optional[float] = None,
-                 concentration_range: Tuple[float, float] = (0.3, 3.0)) -> None:
+                 concentration_range: Tuple[float, float] = (0.3, 3.0), input_size: int = 224,
+                 num_classes: int = 1000) -> None:
         from dvfo_ros.core.io.traces import NetworkTrace, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
         self.profile = load_profile(profile)
         self.model = model
-        self.workload = model_workload(model, split)
+        self.workload = model_workload(model, split, int(input_size), int(num_classes))
         self.trace = trace if isinstance(trace, NetworkTrace) else load_trace(str(trace))
         self.seed = int(seed)
         self.twin = DeviceTwin(self.profile, seed=seed, noise=noise)

@@ -64,6 +64,8 @@ class TwinSetup:
     slo_penalty: float = 1.0
     accuracy_penalty: float = 1.0
     noise: float = 0.0                   # relative latency/power noise of the twin
+    input_size: int = 224                # the network's input side (px): what the twin's workload counts
+    num_classes: int = 1000
 
     @classmethod
     def from_options(cls, options: Any) -> "TwinSetup":
@@ -74,7 +76,8 @@ class TwinSetup:
         edge-only cost at max clocks (E_ref, T_ref)."""
         from dvfo_ros.core.mdp import RewardConfig, SimEnv
         env = SimEnv(self.device, self.model, self.trace, seed=self.seed if seed is None else seed, fps=self.fps,
-                     episode_frames=self.episode_frames, noise=self.noise)
+                     episode_frames=self.episode_frames, noise=self.noise, input_size=self.input_size,
+                     num_classes=self.num_classes)
         e_ref, t_ref = env.reference_cost()
         env.reward_cfg = RewardConfig(eta=self.eta, latency_slo_ms=self.latency_slo_ms or 1000.0 / self.fps,
                                       accuracy_loss_bound=self.accuracy_bound, energy_ref_j=e_ref,

@@ -1,0 +1,49 @@
+"""Every node run as its own process (as `ros2 launch` runs it) exits 0 on SIGINT and on SIGTERM,
+also when Ctrl-C reaches it twice (the terminal's process group, then launch's own signal)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READY = {"camera": "publishing", "policy": "policy static", "governor": "backend sim", "executor": "split"}
+
+
+def _start(node: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", f"dvfo_ros.nodes.{node}", "--ros-args", "-p", "source:=synthetic"] \
+        if node == "camera" else [sys.executable, "-m", f"dvfo_ros.nodes.{node}", "--ros-args"]
+    if node == "governor":
+        args += ["-p", "backend:=sim"]
+    if node == "executor":
+        args += ["-p", "cloud_endpoint:=''", "-p", "artifact:=none", "-p", "input_size:=32", "-p", "num_classes:=10"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 60
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        seen += line
+        if READY[node] in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail(f"{node} did not start: {seen[-2000:]}")
+
+
+@pytest.mark.parametrize("node", ["camera", "policy", "governor", "executor"])
+@pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM,)],
+                         ids=["sigint", "double-sigint", "sigterm"])
+def test_node_exits_0_on_stop_signals(node, signals):
+    proc = _start(node)
+    time.sleep(0.5)
+    for s in signals:
+        proc.send_signal(s)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, f"{node} exit {proc.returncode} after {signals}: {out[-3000:]}"
