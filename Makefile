@@ -12,12 +12,13 @@ FRAMES ?= 60
 setup:
 	@bash scripts/setup.sh
 
-# The DVFO policy (trained by setup) on the bundled digits camera, then the same frames under edge_only
-# at max clocks, side by side.
+# The DVFO policy (trained by setup) on the bundled digits camera with the governor on the Xavier NX twin
+# (never this machine's own clocks), then the same frames under edge_only at max clocks, side by side.
 DEMO_CKPT := build/demo/dvfo_xavier_nx_resnet18_32px.pt
 demo: setup
 	$(PY) -m dvfo_ros.cli.pipeline --frames $(FRAMES) --report out/demo.json \
-	  --set policy.policy_mode=dvfo --set policy.checkpoint=$(DEMO_CKPT) --compare edge_only
+	  --set governor.backend=sim --set policy.policy_mode=dvfo --set policy.checkpoint=$(DEMO_CKPT) \
+	  --compare edge_only
 
 test: setup
 	$(PY) -m pytest -q

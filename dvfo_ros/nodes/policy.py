@@ -52,6 +52,9 @@ class PolicyNode(Node):
         self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
         self.timer = self.create_timer(p["startup_period_s"], self._startup_tick)
         self.get_logger().info(f"policy {p['policy_mode']} on {p['profile']}")
+        if getattr(self.runtime.policy, "learns", False) and not p["checkpoint"]:
+            self.get_logger().warning(f"policy {p['policy_mode']} has no checkpoint: it starts untrained; train one "
+                                      f"with dvfo-train (python3 -m dvfo_ros.cli.train) and set 'checkpoint'")
 
     @staticmethod
     def _static(p: Dict[str, Any]) -> Dict[str, float]:
