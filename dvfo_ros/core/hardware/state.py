@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 def state_dir() -> str:
@@ -106,6 +106,28 @@ def _write(path: str, value: str) -> Optional[str]:
         return f"restore {path} to {value} refused: {e.strerror or e}"
 
 
+def write_back(changed: List[str], originals: Dict[str, str],
+               write: Callable[[str, str], Optional[str]]) -> Dict[str, str]:
+    """Write ``originals`` back, last change first, in two passes (a min/max pair can refuse one order);
+    ``write(path, value)`` returns an error line or None. Returns {path: error} for what stayed changed.
+    The governor's backends and the watchdog restore through this one loop."""
+    pending = list(reversed(changed))
+    errors: Dict[str, str] = {}
+    for _ in range(2):
+        retry = []
+        for p in pending:
+            err = write(p, originals[p])
+            if err:
+                errors[p] = err
+                retry.append(p)
+            else:
+                errors.pop(p, None)
+        pending = retry
+        if not pending:
+            break
+    return errors
+
+
 def restore_state(path: str, remove: bool = True) -> List[str]:
     """Write every original back (newest first, two passes for min/max ordering); delete the file
     when all went back (else keep it with what is left). Returns one line per failure."""
@@ -115,20 +137,7 @@ def restore_state(path: str, remove: bool = True) -> List[str]:
             remove_state(path)
         return []
     originals: Dict[str, str] = {str(k): str(v) for k, v in doc["originals"].items()}
-    pending = list(reversed(list(originals)))
-    errors: Dict[str, str] = {}
-    for _ in range(2):
-        retry = []
-        for p in pending:
-            err = _write(p, originals[p])
-            if err:
-                errors[p] = err
-                retry.append(p)
-            else:
-                errors.pop(p, None)
-        pending = retry
-        if not pending:
-            break
+    errors = write_back(list(originals), originals, _write)
     if remove:
         if errors:
             write_state(path, str(doc.get("backend", "")), str(doc.get("root", "/")),

@@ -167,20 +167,8 @@ class SysfsWriter:
 
     def restore(self) -> List[str]:
         """Put back every changed file; returns one line per file that could not be restored."""
-        pending = list(reversed(self._changed))
-        errors: Dict[str, str] = {}
-        for _ in range(2):                      # second pass: min/max ordering conflicts
-            retry = []
-            for p in pending:
-                err = self._raw_write(p, self.originals[p])
-                if err:
-                    errors[p] = err
-                    retry.append(p)
-                else:
-                    errors.pop(p, None)
-            pending = retry
-            if not pending:
-                break
+        from dvfo_ros.core.hardware.state import write_back
+        errors = write_back(self._changed, self.originals, self._raw_write)
         self._changed = [p for p in self._changed if p in errors]
         if self.state_file:
             from dvfo_ros.core.hardware import state
