@@ -47,3 +47,34 @@ def test_node_exits_0_on_stop_signals(node, signals):
         time.sleep(0.05)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, f"{node} exit {proc.returncode} after {signals}: {out[-3000:]}"
+
+
+def _node_whose_callback_fails(shutdown_after_s):
+    """A node whose first timer callback raises the RuntimeError rclpy's C++ take raises when a SIGINT
+    lands inside it; ``shutdown_after_s`` plays rclpy's signal handler shutting the context down."""
+    import threading
+
+    import rclpy
+    from rclpy.node import Node
+
+    def make():
+        node = Node("spin_race")
+
+        def fail():
+            if shutdown_after_s is not None:
+                threading.Timer(shutdown_after_s, rclpy.try_shutdown).start()
+            raise RuntimeError("Unable to convert call argument '0' to Python object")
+        node.create_timer(0.01, fail)
+        return node
+    return make
+
+
+def test_an_error_as_the_context_goes_down_is_a_stop_not_a_crash():
+    from dvfo_ros.nodes.spin import run
+    assert run(_node_whose_callback_fails(shutdown_after_s=0.2), args=[]) == 0
+
+
+def test_an_error_while_the_context_stays_up_still_crashes():
+    from dvfo_ros.nodes.spin import run
+    with pytest.raises(RuntimeError, match="Unable to convert"):
+        run(_node_whose_callback_fails(shutdown_after_s=None), args=[])

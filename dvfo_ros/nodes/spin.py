@@ -9,6 +9,7 @@ handler, so launch can still escalate.
 from __future__ import annotations
 
 import signal
+import time
 from typing import Callable, List, Optional, TypeVar
 
 import rclpy
@@ -25,6 +26,17 @@ def _ignore_further_sigint() -> None:
         pass
 
 
+def _context_goes_down(within_s: float) -> bool:
+    """True when the default context is (or, within ``within_s``, becomes) shut down: rclpy's signal
+    handler shuts it down a moment after the interrupt reaches Python."""
+    deadline = time.monotonic() + within_s
+    while rclpy.ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def run(make_node: Callable[[], N], args: Optional[List[str]] = None,
         cleanup: Optional[Callable[[N], object]] = None) -> int:
     """rclpy.init, build the node, spin; a SIGINT/SIGTERM is a clean stop. ``cleanup(node)`` runs on
@@ -38,9 +50,11 @@ def run(make_node: Callable[[], N], args: Optional[List[str]] = None,
             except (KeyboardInterrupt, ExternalShutdownException):
                 raise
             except Exception:
-                # a callback that was publishing when SIGTERM shut the context down: "publisher's
-                # context is invalid". A stop, not a crash; anything while the context is up is real.
-                if rclpy.ok():
+                # a callback that was publishing when SIGTERM shut the context down ("publisher's
+                # context is invalid"), or a SIGINT that landed inside rclpy's C++ take and came out as
+                # "Unable to convert call argument" just before rclpy shut the context down. A stop,
+                # not a crash; anything while the context stays up is real.
+                if not _context_goes_down(within_s=1.0):
                     raise
             finally:
                 _ignore_further_sigint()
