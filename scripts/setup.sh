@@ -103,12 +103,13 @@ fi
 # The demo's DVFO policy, trained in the twin for what the demo runs (Xavier NX twin, resnet18 at 32 px,
 # 10 classes, a 10 fps camera): ~45 s, once. Retrained when the MDP, the twin or the agent change.
 DEMO_CKPT=$ROOT/build/demo/dvfo_xavier_nx_resnet18_32px.pt
-DEMO_HASH=$(hash_of dvfo_ros/core/mdp/*.py dvfo_ros/core/twin/*.py dvfo_ros/core/policies/dvfo.py dvfo_ros/core/twin/profiles/xavier_nx.yaml)
+DEMO_HASH=$(hash_of dvfo_ros/core/mdp/*.py dvfo_ros/core/twin/*.py dvfo_ros/core/policies/dvfo.py dvfo_ros/core/policies/base.py \
+  dvfo_ros/core/io/traces.py dvfo_ros/core/twin/profiles/xavier_nx.yaml)
 if ! stamp_ok demo_policy "$DEMO_HASH" || [ ! -f "$DEMO_CKPT" ]; then
   say "training the demo's DVFO policy in the twin (~45 s, once)"
   mkdir -p "$ROOT/build/demo"
   "$VPY" -m dvfo_ros.cli.train --device xavier_nx --model resnet18 --input-size 32 --num-classes 10 --fps 10 \
-    --steps 3000 --time-scale 0.1 --eval-frames 300 --out "$DEMO_CKPT" >"$ROOT/build/demo/train.log" 2>&1 \
+    --trace mix --steps 3000 --eval-frames 300 --eval-traces none --out "$DEMO_CKPT" >"$ROOT/build/demo/train.log" 2>&1 \
     || { tail -20 "$ROOT/build/demo/train.log"; echo "[setup] demo policy training failed"; exit 1; }
   stamp_set demo_policy "$DEMO_HASH"
 fi

@@ -94,13 +94,46 @@ def test_short_training_beats_random():
 def test_concurrent_learner_trains_in_its_own_thread_and_acting_stays_fast():
     env = SimEnv(seed=5)
     agent = make_policy("dvfo", env.action_space, seed=0, **SMALL)
-    log = rollout(env, agent, 400, learn=True, time_scale=0.02)
+    log = rollout(env, agent, 400, learn=True, pacing="real", time_scale=0.02)
     agent.wait_for_learner(5.0)
     assert agent._thread is not None and agent._thread.is_alive()
     assert agent.updates > 0
     assert np.median(log.decision_ms) < 1.0
     agent.close()
     assert agent._thread is None
+
+
+def test_training_in_simulated_time_is_the_same_run_twice_for_a_seed():
+    def train(seed):
+        env = SimEnv(seed=7, noise=0.05)
+        agent = make_policy("dvfo", env.action_space, seed=seed, **SMALL)
+        log = rollout(env, agent, 300, learn=True)          # pacing "sim": no thread, no sleep
+        assert agent._thread is None and agent.updates > 0
+        return log.actions, log.rewards, agent.updates
+    first, again, other = train(3), train(3), train(4)
+    assert first == again
+    assert first[0] != other[0]
+
+
+def test_concurrent_learner_gets_its_share_of_each_simulated_frame():
+    env = SimEnv(seed=8)
+    agent = make_policy("dvfo", env.action_space, seed=0, **dict(SMALL, replay_ratio=100.0, learner_step_ms=10.0))
+    log = rollout(env, agent, 120, learn=True)
+    busy = [i for i in range(len(log.rewards)) if i + 1 >= agent.hp["learning_starts"]]
+    # one update per 10 ms of simulated frame (interval = max(camera period, latency)) once learning starts
+    expected = sum(max(1000.0 / 30.0, log.latency_ms[i]) for i in busy) / 10.0
+    assert abs(agent.updates - expected) <= 2 + 0.1 * expected
+    capped = make_policy("dvfo", env.action_space, seed=0, **dict(SMALL, replay_ratio=1.0, learner_step_ms=1.0))
+    rollout(SimEnv(seed=8), capped, 120, learn=True)
+    assert capped.updates <= capped.steps                    # never past replay_ratio per observed frame
+
+
+def test_sequential_ablation_pays_its_inline_learning_on_the_frame_path():
+    def p95(name):
+        env = SimEnv(seed=9)
+        agent = make_policy(name, env.action_space, seed=0, **dict(SMALL, learner_step_ms=20.0))
+        return np.mean(rollout(env, agent, 150, learn=True).latency_ms[SMALL["learning_starts"]:])
+    assert p95("dvfo_sequential") > p95("dvfo") + 10.0
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -195,17 +228,20 @@ def test_learn_offline_from_recorded_transitions_changes_the_policy():
         agent.learn_offline([], steps=1)
 
 
-def test_dvfo_greedy_is_the_argmax_over_every_joint_action_and_fast():
-    """The published NumPy actor picks the same joint action as brute force over the torch net."""
+@pytest.mark.parametrize("heads", [1, 2])
+def test_dvfo_greedy_is_the_argmax_over_every_joint_action_and_fast(heads):
+    """The published NumPy actor picks the same joint action as brute force over the torch net (with two
+    heads: over their minimum)."""
     env = SimEnv(seed=13)
-    agent = make_policy("dvfo", env.action_space, seed=3, hidden=32)
+    agent = make_policy("dvfo", env.action_space, seed=3, hidden=32, heads=heads)
     states = np.random.default_rng(1).uniform(0, 1, (20, STATE_DIM)).astype(np.float32)
     with torch.no_grad():
         q = agent.q(torch.as_tensor(states))                     # [20, *branches]
         a_all = torch.as_tensor(env.action_space.all_actions())
         flat = q.reshape(20, -1)
-        assert torch.allclose(agent.q.q_of(torch.as_tensor(states[:1]).expand(len(a_all), -1), a_all), flat[0],
-                              atol=1e-4)
+        per_head = agent.q.q_of(torch.as_tensor(states[:1]).expand(len(a_all), -1), a_all)
+        assert per_head.shape == (len(a_all), heads)
+        assert torch.allclose(per_head.amin(1), flat[0], atol=1e-4)
     for s, row in zip(states, flat.numpy()):
         assert np.array_equal(agent.greedy(s), env.action_space.all_actions()[int(np.argmax(row))])
     agent.train(False)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dvfo_ros.core.mdp import (DEFAULT_ACCURACY_TABLE, STATE_DIM, STATE_NAMES, ActionSpace, RewardConfig, SimEnv,
-                               build_state, reward)
+                               build_state, feature_value, reward)
 from dvfo_ros.core.twin import load_profile
 
 
@@ -15,10 +15,20 @@ def space():
 def test_state_vector_is_named_float32_and_missing_reads_zero():
     s = build_state({"bandwidth_mbps": 5.0, "gpu_util": 0.7, "not_a_feature": 3.0})
     assert s.shape == (len(STATE_NAMES),) == (STATE_DIM,) and s.dtype == np.float32
-    assert s[STATE_NAMES.index("bandwidth_mbps")] == pytest.approx(0.5)     # scaled by 10 Mbps
+    # network features are log-scaled: 5 Mbps sits at log(6)/log(101) of the way to 100 Mbps
+    assert s[STATE_NAMES.index("bandwidth_mbps")] == pytest.approx(np.log1p(5.0) / np.log1p(100.0))
     assert s[STATE_NAMES.index("gpu_util")] == pytest.approx(0.7)
     assert np.count_nonzero(s) == 2
     assert not np.any(np.isnan(build_state({"rtt_ms": float("nan"), "cpu_util": "x"})))
+
+
+def test_feature_value_reads_a_state_back_in_its_units():
+    obs = {"bandwidth_mbps": 0.1, "rtt_ms": 600.0, "last_latency_ms": 12.5, "gpu_util": 0.4}
+    s = build_state(obs)
+    for name, value in obs.items():
+        assert feature_value(s, name) == pytest.approx(value, rel=1e-5)
+    # a 70 Mbps Wi-Fi link stays near the inputs a 0.5-8 Mbps link gives, not at 7x them
+    assert build_state({"bandwidth_mbps": 70.0})[0] < 1.0
 
 
 def test_state_derives_clock_levels_from_reported_hz(space):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from dvfo_ros.core.io.traces import NetworkTrace, TraceError, load_trace, lte_trace, uniform_trace
+from dvfo_ros.core.io.traces import (NetworkTrace, TraceError, heldout_trace_names, load_trace, lte_trace,
+                                     uniform_trace)
 
 
 def test_csv_round_trip(tmp_path):
@@ -98,3 +99,31 @@ def test_shipped_example_trace_loads_by_name():
     tr = load_trace("lte_example")
     assert tr.name == "lte_example" and len(tr.time_s) == 120
     assert tr.at(5.0)[0] > 0
+
+
+def test_mix_draws_its_own_trace_every_episode_the_same_way_for_a_seed():
+    from dvfo_ros.core.mdp import SimEnv
+
+    def medians(seed):
+        env = SimEnv(trace="mix", seed=seed)
+        out = []
+        for _ in range(12):
+            env.reset()
+            out.append((env.trace.name, round(float(np.median(env.trace.bandwidth_mbps)), 3)))
+        return out
+    first = medians(5)
+    assert first == medians(5) and first != medians(6)
+    assert {name for name, _ in first} <= {"dvfo", "lte", "regime"}
+    assert len({bw for _, bw in first}) > 6          # the network changes from episode to episode
+
+
+def test_heldout_traces_ship_load_by_name_and_stay_out_of_the_mix():
+    names = heldout_trace_names()
+    assert names == ["heldout_congested_uplink", "heldout_drive_lte", "heldout_wifi_dropouts"]
+    traces = {n: load_trace(n) for n in names}
+    assert traces["heldout_wifi_dropouts"].bandwidth_mbps.max() > 40      # fast Wi-Fi, with dropouts
+    assert traces["heldout_wifi_dropouts"].bandwidth_mbps.min() < 0.2
+    assert traces["heldout_congested_uplink"].bandwidth_mbps.max() <= 2.0
+    mix = load_trace("mix")
+    rng = np.random.default_rng(0)
+    assert all(mix.sample(rng).name in ("dvfo", "lte", "regime") for _ in range(40))

@@ -21,6 +21,29 @@ def test_train_writes_checkpoint_curve_and_summary(tmp_path, capsys):
     assert summary["runs"]["dvfo_sequential"]["updates"] > 0 and "oracle_reward_mean" in summary["eval"]
     text = capsys.readouterr().out
     assert "vs oracle" in text and "checkpoint:" in text
+    # evaluated on the shipped traces held out from training, too: the figure for a robot's own network
+    assert set(summary["eval_heldout"]) == {"heldout_congested_uplink", "heldout_drive_lte", "heldout_wifi_dropouts"}
+    assert "held-out trace heldout_wifi_dropouts: cost" in text
+
+
+def test_bench_trains_learnt_rivals_as_long_as_and_on_the_networks_of_the_checkpoint(tmp_path, capsys):
+    ck = tmp_path / "mix.pt"
+    assert train.main(TINY + ["--out", str(ck), "--trace", "mix", "--eval-traces", "none"]) == 0
+    capsys.readouterr()
+    js = tmp_path / "b.json"
+    held = ["heldout_drive_lte", "heldout_congested_uplink"]
+    assert bench.main(["--policies", "oracle,dvfo,dvfs_only", "--checkpoint", str(ck), "--trace", ",".join(held),
+                       "--frames", "30", "--learning-starts", "64", "--batch-size", "32", "--hidden", "32",
+                       "--exploration-steps", "200", "--json", str(js)]) == 0
+    report = json.loads(js.read_text())["traces"]
+    assert list(report) == held                                   # one report per trace, rivals trained once
+    for trace in held:
+        rows = report[trace]["policies"]
+        assert rows["dvfs_only"]["source"] == "trained 300 frames on mix"
+        assert rows["dvfo"]["source"].startswith("checkpoint")
+        assert "cost_vs_oracle" in report[trace]["targets"]
+    text = capsys.readouterr().out
+    assert all(f"trace {t} /" in text for t in held)
 
 
 def test_bench_prints_one_table_and_writes_json_and_pareto(tmp_path, capsys):

@@ -6,30 +6,39 @@
 Every policy meets the same frames (same seed). Learnt policies without a checkpoint are trained
 first for ``--train-steps`` frames on other frames (seed + 1). Prints one table, writes ``--json``
 ({"policies": {name: {...}}}) and a Pareto PNG (energy per frame vs p95 latency).
+
+    dvfo-bench overhead --model resnet18 --input-size 224 --frames 200 --json out/overhead.json
+
+measures what the pipeline costs over running the network yourself (dvfo_ros.cli.bench_overhead).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
 from dvfo_ros.cli.common import add_agent_args, add_env_args, cli_main, error, tqdm_progress
 from dvfo_ros.cli.common import format_table as _table
 # The bench's computations live in the core; re-exported here for callers of dvfo_ros.cli.bench.
-from dvfo_ros.core.policies.experiments import NO_CLOCK_TUNING, ratios, run_bench, targets  # noqa: F401
+from dvfo_ros.core.policies.experiments import NO_CLOCK_TUNING, ratios, run_bench, run_bench_traces, targets  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dvfo-bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dvfo-bench", description=__doc__.split("\n\n")[0],
+                                epilog="dvfo-bench overhead --help: the pipeline's cost over the plain network")
     add_env_args(p)
     p.add_argument("--policies", default="oracle,dvfo,edge_only,cloud_only,max_freq,ondemand",
                    help="comma-separated policy_mode names")
     p.add_argument("--checkpoint", default=None, help="checkpoint for the learnt policy it was trained as")
     p.add_argument("--frames", type=int, default=1000, help="frames per policy")
-    p.add_argument("--train-steps", type=int, default=20000,
-                   help="training frames for learnt policies without a checkpoint")
-    p.add_argument("--time-scale", type=float, default=0.5, help="pacing of in-bench training (see dvfo-train)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="training frames for learnt policies without a checkpoint (default: as many as the "
+                        "checkpoint's policy was trained for, else 20000)")
+    p.add_argument("--train-trace", default=None,
+                   help="trace those policies train on (default: the checkpoint's training trace, else --trace)")
+    p.add_argument("--time-scale", type=float, default=0.0, help="pacing of in-bench training (see dvfo-train)")
     p.add_argument("--static", default=None, help='command for "static", JSON, e.g. {"gpu_freq_hz": 6e8}')
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--plot", default=None, help="Pareto PNG (energy J/frame vs p95 latency)")
@@ -73,9 +82,13 @@ def plot_pareto(results: Dict[str, Dict[str, Any]], path: str, title: str) -> No
 
 @cli_main("dvfo-bench")
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["overhead"]:
+        from dvfo_ros.cli.bench_overhead import main as overhead
+        return overhead(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.train_steps < 1:
+    if args.frames < 1 or (args.train_steps is not None and args.train_steps < 1):
         parser.error("--frames and --train-steps must be positive")
     import torch
     torch.set_num_threads(max(1, args.threads))
@@ -95,22 +108,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError
         except ValueError:
             return error("dvfo-bench", "--static must be a JSON object")
+    traces = [t.strip() for t in args.trace.split(",") if t.strip()]
+    if not traces:
+        parser.error("--trace needs at least one trace")
     setup = TwinSetup.from_options(args)
-    results, cfg = run_bench(setup, names, args.frames, args.checkpoint, args.train_steps,
-                             AgentOptions.from_options(args), args.time_scale, static, progress=tqdm_progress())
-    print(f"{args.device} / {args.model} / trace {args.trace} / seed {args.seed} / {args.frames} frames / "
-          f"eta {cfg.get('eta', args.eta)} / E_ref {cfg.get('energy_ref_j', 0):.4f} J / "
-          f"T_ref {cfg.get('latency_ref_ms', 0):.2f} ms / SLO {cfg.get('latency_slo_ms', 0):.1f} ms")
-    print(format_table(results))
-    for line in ratios(results):
-        print(line)
+    setup.trace = traces[0]
+    by_trace, cfg = run_bench_traces(setup, names, traces, args.frames, args.checkpoint, args.train_steps,
+                                     AgentOptions.from_options(args), args.time_scale, static,
+                                     progress=tqdm_progress(), train_trace=args.train_trace)
+    report: Dict[str, Any] = {}
+    for trace, results in by_trace.items():
+        print(f"{args.device} / {args.model} / trace {trace} / seed {args.seed} / {args.frames} frames / "
+              f"eta {cfg.get('eta', args.eta)} / E_ref {cfg.get('energy_ref_j', 0):.4f} J / "
+              f"T_ref {cfg.get('latency_ref_ms', 0):.2f} ms / SLO {cfg.get('latency_slo_ms', 0):.1f} ms")
+        print(format_table(results))
+        for line in ratios(results):
+            print(line)
+        report[trace] = {"device": args.device, "model": args.model, "trace": trace, "seed": args.seed,
+                         "frames": args.frames, "reward": cfg, "policies": results, "targets": targets(results)}
+        if args.plot:
+            path = args.plot if len(traces) == 1 else f"{os.path.splitext(args.plot)[0]}_{trace}.png"
+            plot_pareto(results, path, f"{args.device} / {args.model} / {trace}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"device": args.device, "model": args.model, "trace": args.trace, "seed": args.seed,
-                       "frames": args.frames, "reward": cfg, "policies": results,
-                       "targets": targets(results)}, fh, indent=2)
-    if args.plot:
-        plot_pareto(results, args.plot, f"{args.device} / {args.model} / {args.trace}")
+            # one trace: that trace's report; several: {"traces": {trace: report}}
+            json.dump(report[traces[0]] if len(traces) == 1 else {"traces": report}, fh, indent=2)
     return 0
 
 

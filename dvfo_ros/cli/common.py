@@ -53,7 +53,9 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
     d = TwinSetup()
     p.add_argument("--device", default=d.device, help="twin profile name (nano, tx2, xavier_nx, orin_nx) or YAML")
     p.add_argument("--model", default=d.model, help="zoo model (resnet18, mobilenet_v2, efficientnet_b0)")
-    p.add_argument("--trace", default=d.trace, help="network trace: dvfo | lte | CSV (time_s,bandwidth_mbps,rtt_ms)")
+    p.add_argument("--trace", default=d.trace,
+                   help="network trace: dvfo | lte | mix (a trace drawn per episode: train across networks) | "
+                        "a shipped name (heldout_drive_lte, ...) | CSV (time_s,bandwidth_mbps,rtt_ms)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the env and the agent")
     p.add_argument("--fps", type=float, default=d.fps, help="camera frame rate; the default SLO is one frame period")
     p.add_argument("--episode-frames", type=int, default=d.episode_frames, help="frames per episode")

@@ -158,9 +158,10 @@ def stop_child(child: Optional[subprocess.Popen]) -> None:
 
 
 def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=print,
-        on_result=None) -> Dict[str, Any]:
+        on_result=None, until=None) -> Dict[str, Any]:
     """Build the graph, run until `frames` camera frames have results (or timeout), return the summary.
-    on_result(dict) is called for every InferenceResult (tests and reliability runs hook in here)."""
+    on_result(dict) is called for every InferenceResult (tests, reliability runs and dvfo-bench overhead
+    hook in here); until() -> True stops the run early."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -186,28 +187,35 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
         def collect(m: InferenceResult) -> None:
             r = {"seq": m.seq, "total_ms": m.total_ms, "energy_j": m.energy_j, "bytes_sent": m.bytes_sent,
                  "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
-                 "offload_ratio": m.offload_ratio, "fallback_reason": m.fallback_reason}
+                 "offload_ratio": m.offload_ratio, "fallback_reason": m.fallback_reason,
+                 "stamp_ns": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec}
             results.append(r)
             if on_result is not None:
                 on_result(r)
 
         collector.create_subscription(InferenceResult, "dvfo/inference", collect, QoSProfile(depth=1000))
         nodes.append(collector)
-        executor = SingleThreadedExecutor(context=context)
-        for n in nodes:
-            executor.add_node(n)
-        stop = threading.Event()
-
-        def spin() -> None:
-            while not stop.is_set():
-                executor.spin_once(timeout_sec=0.05)
-
-        spinner = threading.Thread(target=spin, name="dvfo-pipeline-spin", daemon=True)
-        spinner.start()
+        # An executor and a thread per node, except the camera, which shares the executor node's: a wait
+        # then covers one or two nodes' entities (rclpy rebuilds its wait set in Python on every wake-up,
+        # so one executor over all nodes paid for every node's services and events on each callback), and
+        # the governor's, policy's and summary's callbacks run while the executor node is inside torch
+        # (which drops the GIL). The camera ticks only while the executor node is free, as before: the
+        # composed pipeline takes every frame it publishes (its figures count frames lost from the cloud).
+        groups = [[nodes[0], nodes[2]]] + [[n] for i, n in enumerate(nodes) if i not in (0, 2)]
+        executors = [SingleThreadedExecutor(context=context) for _ in groups]
+        for executor, group in zip(executors, groups):
+            for n in group:
+                executor.add_node(n)
+        spinners = [threading.Thread(target=executor.spin, name=f"dvfo-pipeline-{group[-1].get_name()}",
+                                     daemon=True) for executor, group in zip(executors, groups)]
+        for spinner in spinners:
+            spinner.start()
         deadline = time.monotonic() + timeout_s
         grace = None
-        while time.monotonic() < deadline and spinner.is_alive():
+        while time.monotonic() < deadline and all(t.is_alive() for t in spinners):
             time.sleep(0.05)
+            if until is not None and until():
+                break
             done = camera.finished or camera.frames_published >= frames
             if done and len({r["seq"] for r in list(results)}) >= camera.frames_published:
                 break
@@ -215,9 +223,10 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
                 grace = time.monotonic() + max(5.0, 4 * ex_deadline_s(params))
             if grace is not None and time.monotonic() > grace:
                 break
-        stop.set()
-        spinner.join(timeout=30.0)
-        executor.shutdown(timeout_sec=5.0)
+        for executor in executors:
+            executor.shutdown(timeout_sec=5.0)
+        for spinner in spinners:
+            spinner.join(timeout=30.0)
         gov, ex, pol = nodes[1], nodes[2], nodes[3]
         return summarise(camera.frames_published, results, pol.params["policy_mode"], gov.params["profile"],
                          model=ex.model.meta["model"], backend=gov.backend.name,

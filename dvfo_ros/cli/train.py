@@ -49,10 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="learning-curve PNG (default: OUT with .png)")
     p.add_argument("--json", default=None, help="write the training summary here as JSON")
     p.add_argument("--eval-frames", type=int, default=600, help="held-out frames to compare with the oracle")
+    p.add_argument("--eval-traces", default="heldout",
+                   help="comma-separated traces held out from training to evaluate on as well: 'heldout' (the "
+                        "shipped heldout_* traces, the default), 'none', or names / CSV paths")
     p.add_argument("--compare-sequential", action="store_true",
                    help="also train the sequential ablation and report steps to 95%% of final return")
-    p.add_argument("--time-scale", type=float, default=0.5,
-                   help="wall seconds per simulated second: the time a concurrent learner gets per frame")
+    p.add_argument("--time-scale", type=float, default=0.0,
+                   help="0 (default): simulated time, the concurrent learner gets its share of each frame "
+                        "(CPU-bound, the same run twice for a seed); > 0: wall seconds per simulated second, "
+                        "the learner thread races the clock as on a robot")
     add_agent_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return p
@@ -80,8 +85,12 @@ def train_in_twin(argv: Sequence[str]) -> int:
     from dvfo_ros.core.policies.experiments import AgentOptions, TwinSetup, train_experiment
     setup = TwinSetup.from_options(args)
     setup.make_env()                     # a bad profile, trace or number: one line before any training
+    eval_traces = eval_trace_names(args.eval_traces, args.trace)
+    for t in eval_traces:
+        TwinSetup(trace=t).make_env()    # a bad held-out trace: one line before any training
     result = train_experiment(setup, args.policy, args.steps, AgentOptions.from_options(args), args.time_scale,
-                              args.eval_frames, args.compare_sequential, progress=tqdm_progress())
+                              args.eval_frames, args.compare_sequential, progress=tqdm_progress(),
+                              eval_traces=eval_traces)
     result.policy.save(args.out, meta=result.meta)
     plot = args.plot or os.path.splitext(args.out)[0] + ".png"
     plot_curves(result.curves(), result.window, plot, f"{args.policy} on {args.device}/{args.model}/{args.trace}")
@@ -92,6 +101,16 @@ def train_in_twin(argv: Sequence[str]) -> int:
             json.dump(result.summary, fh, indent=2)
     result.close()
     return 0
+
+
+def eval_trace_names(spec: str, training_trace: str) -> List[str]:
+    """--eval-traces: 'heldout' = every shipped held-out trace, 'none' = none, else a comma list; the
+    training trace itself is never listed (it is evaluated anyway, on other frames)."""
+    from dvfo_ros.core.io.traces import heldout_trace_names
+    if spec.strip() == "none":
+        return []
+    names = heldout_trace_names() if spec.strip() == "heldout" else [t.strip() for t in spec.split(",") if t.strip()]
+    return [t for t in names if t != training_trace]
 
 
 def print_report(summary: Dict[str, Any], common_goal: Optional[float], steps: int, eval_frames: int) -> None:
@@ -117,6 +136,10 @@ def print_report(summary: Dict[str, Any], common_goal: Optional[float], steps: i
               f"(oracle {ev['oracle_reward_mean']:.3f}), cost {100 * gap:+.1f}% vs oracle, "
               f"{ev['energy_j_per_frame']:.4f} J/frame, p95 {ev['latency_ms_p95']:.1f} ms, "
               f"{ev['slo_violations']} SLO violations, decision p99 {ev['decision_ms_p99']:.3f} ms")
+    for trace, h in summary.get("eval_heldout", {}).items():
+        print(f"held-out trace {trace}: cost {100 * h['cost_vs_oracle']:+.1f}% vs oracle, "
+              f"{h['energy_j_per_frame']:.4f} J/frame, p95 {h['latency_ms_p95']:.1f} ms, "
+              f"{h['slo_violations']} SLO violations")
 
 
 if __name__ == "__main__":

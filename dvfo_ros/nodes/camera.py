@@ -92,8 +92,7 @@ class CameraNode(Node):
             msg = self.bridge.cv2_to_imgmsg(rgb, "rgb8")
         else:
             msg = Image()
-            msg.height, msg.width, msg.encoding, msg.step, data = cam.image_fields(rgb)
-            msg.data = data
+            msg.height, msg.width, msg.encoding, msg.step, msg.data = cam.image_fields(rgb, as_array=True)
         msg.header.stamp = stamp
         msg.header.frame_id = self.params["frame_id"]
         lab = FrameLabel()

@@ -23,6 +23,7 @@ from dvfo_ros.core.inference.edge import Clocks, EdgeInference
 from dvfo_ros.core.inference.models import ZOO
 from dvfo_ros.core.inference.spec import ModelSpec
 from dvfo_ros.core.mdp.observation import ObservationTracker
+from dvfo_ros.core.policies.base import reads_importance
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
 from dvfo_ros.nodes.params import Param, ParamSet, diag_name
 from dvfo_ros.nodes.spin import run
@@ -51,6 +52,9 @@ PARAMS = [
     Param("curve_client_key", "", "this client's secret key file (CurveZMQ)", read_only=True),
     Param("threads", 1, "torch CPU threads", 1, 64, read_only=True),
     Param("queue_depth", 10, "camera frames buffered while one is being processed", 1, 1000, read_only=True),
+    Param("importance", "auto", "attention importance summary in dvfo/observation: always = every frame; auto = "
+          "on frames that offload, or while the policy reads it or dvfo/transition is recorded",
+          choices=("auto", "always")),
 ]
 
 
@@ -75,6 +79,7 @@ class ExecutorNode(Node):
         self.clocks = Clocks()
         self.device_backend = ""
         self.labels: "OrderedDict[Tuple[int, int], Tuple[int, int]]" = OrderedDict()
+        self.recording = True    # something may record dvfo/transition: the graph says, once a second
         self.frames_seen = 0
         self._last_stamp_s = 0.0
         self.result_pub = self.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=100))
@@ -117,7 +122,8 @@ class ExecutorNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.action = (xi, lam)
-        self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz])
+        self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz],
+                           msg.policy)
 
     def _on_state(self, msg: DeviceState) -> None:
         self.clocks = Clocks(msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz, msg.power_w)
@@ -147,6 +153,7 @@ class ExecutorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         """Fallbacks and link health for rqt_robot_monitor / diagnostic_aggregator, once a second."""
+        self.recording = self.count_subscribers("dvfo/transition") > 0
         st = DiagnosticStatus(name=diag_name(self, "dvfo_ros/executor"),
                               hardware_id=str(self.params["cloud_endpoint"] or "edge-only"))
         c = self.counts
@@ -164,6 +171,8 @@ class ExecutorNode(Node):
         stats = dict(self.link.stats) if self.link is not None else {}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in list(c.items()) + sorted(stats.items())]
         st.values += [KeyValue(key="timing", value=self.timing_note),
+                      KeyValue(key="importance", value="every frame" if self._wants_importance() else
+                               f"offloaded frames only ({self.obs.policy} reads none, nothing records it)"),
                       KeyValue(key="weights", value="UNTRAINED" if self.untrained else
                                str(self.model.meta.get("artifact_id", "trained")))]
         arr = DiagnosticArray(status=[st])
@@ -202,7 +211,8 @@ class ExecutorNode(Node):
         if period_ms is not None and not 0.0 < period_ms < 1000.0:
             period_ms = None   # a gap (source restart, paused bag): no idle energy to attribute
         try:
-            r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms)
+            r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms,
+                                    importance=self._wants_importance())
         except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
             self.get_logger().error(f"frame {seq}: inference failed: {e}", throttle_duration_sec=5.0)
             out.fallback, out.fallback_reason = True, f"inference failed: {e}"
@@ -223,6 +233,11 @@ class ExecutorNode(Node):
         ob.seq = seq
         ob.names, ob.values = names, values
         self.obs_pub.publish(ob)
+
+    def _wants_importance(self) -> bool:
+        """The attention's importance summary is in the state the policy sees: worth its cost on a frame
+        that offloads nothing only when someone reads it (importance=auto) or always (importance=always)."""
+        return self.params["importance"] == "always" or self.recording or reads_importance(self.obs.policy)
 
     def destroy_node(self) -> None:
         if self.link is not None:

@@ -8,6 +8,7 @@ SIGKILL its watchdog process does it from the state file (core/hardware/state.py
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any, Dict, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -46,6 +47,8 @@ class GovernorNode(Node):
         self.last_error = ""
         self.thermal_capped = False
         self.actions_applied = 0
+        self._last_diag: tuple = (0.0, None)      # (monotonic time, (level, message)) of the last /diagnostics
+        self._last_request: Optional[tuple] = None   # the last action's clocks, capped, and its outcome
         self.state_pub = self.create_publisher(DeviceState, "dvfo/device_state", QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
@@ -79,7 +82,10 @@ class GovernorNode(Node):
             self.get_logger().error(f"refused: {self.last_error}")
         else:
             self.last_error = ""
-        self._publish_state()
+        request = (settable["cpu"], settable["gpu"], settable["emc"], capped, self.last_error)
+        if request != self._last_request or self.last_error:
+            self._publish_state()     # what now applies, at once; the same command again changes nothing
+        self._last_request = request
 
     def _publish_state(self) -> None:
         r = self.backend.read()
@@ -100,6 +106,8 @@ class GovernorNode(Node):
         self._publish_diagnostics(msg)
 
     def _publish_diagnostics(self, s: DeviceState) -> None:
+        """Once a second (diagnostic_updater's rate), and at once when the level or message changes: the
+        DeviceState goes out at rate_hz and after every action, /diagnostics need not."""
         st = DiagnosticStatus()
         st.name = diag_name(self, f"dvfo_ros/governor ({s.backend})")
         st.hardware_id = s.profile or s.backend
@@ -109,6 +117,10 @@ class GovernorNode(Node):
             st.level, st.message = DiagnosticStatus.WARN, "thermal guard capping clocks"
         else:
             st.level, st.message = DiagnosticStatus.OK, "clocks applied"
+        now = time.monotonic()
+        if now - self._last_diag[0] < 1.0 and self._last_diag[1] == (st.level, st.message):
+            return
+        self._last_diag = (now, (st.level, st.message))
         st.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("cpu_freq_hz", s.cpu_freq_hz), ("gpu_freq_hz", s.gpu_freq_hz), ("emc_freq_hz", s.emc_freq_hz),
             ("power_w", round(s.power_w, 3)), ("energy_j", round(s.energy_j, 3)),

@@ -188,6 +188,16 @@ class CollaborativeModel(nn.Module):
             finally:
                 self.edge_state.keep_idx = None
 
+    def edge_tail_full(self, feat: Tensor) -> Tensor:
+        """[B, C, h, w] every channel, in order -> logits [B, K]: ``edge_tail(feat, arange(C))`` (xi = 0, the
+        original tail at full width) without the index checks and the entry convs' weight gather."""
+        if feat.dim() != 4 or feat.shape[1] != self.channels:
+            raise ValueError(f"edge_tail_full: feature map {list(feat.shape)} does not hold {self.channels} channels")
+        with self._edge_lock:
+            self.edge_state.level = 0
+            self.edge_state.keep_idx = None
+            return self.edge_net(feat)
+
     def cloud_tail(self, feat_off: Tensor, off_idx: Tensor) -> Optional[Tensor]:
         """[B, k_c, h, w] offloaded channels -> logits [B, K] (full width). None if k_c = 0."""
         idx = self._check_idx(feat_off, off_idx, "cloud_tail")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 import numpy as np
 import torch
 
+from dvfo_ros.core.inference.attention import rank_channels
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
 from dvfo_ros.core.mdp.features import importance_summary
 from dvfo_ros.core.wire.codec import CodecError, encode_features
@@ -71,6 +72,29 @@ def preprocess(rgb: np.ndarray, input_size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255.0)[None]
 
 
+class InputBuffer:
+    """RGB uint8 [H, W, 3] -> the head's normalised input [1, 3, S, S] in one preallocated tensor.
+
+    The same arithmetic as ``model.head(preprocess(rgb))`` (/255, - mean, / std: the same values, bit for
+    bit), done in place: one cast-and-transpose copy into the buffer instead of a copy, a cast, and two
+    temporaries per frame. Not for concurrent use: the next frame overwrites it.
+    """
+
+    def __init__(self, input_size: int, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.size = int(input_size)
+        self._array = np.empty((3, self.size, self.size), np.float32)
+        self._tensor = torch.from_numpy(self._array)[None]
+        self._resized = np.empty((self.size, self.size, 3), np.uint8)
+        self._mean, self._std = mean.detach().reshape(1, 3, 1, 1), std.detach().reshape(1, 3, 1, 1)
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        if rgb.shape[0] != self.size or rgb.shape[1] != self.size:
+            import cv2
+            rgb = cv2.resize(rgb, (self.size, self.size), dst=self._resized, interpolation=cv2.INTER_AREA)
+        np.copyto(self._array, rgb.transpose(2, 0, 1))
+        return self._tensor.div_(255.0).sub_(self._mean).div_(self._std)
+
+
 class EdgeInference:
     """Runs frames through a CollaborativeModel, offloading through a CloudLink when xi > 0."""
 
@@ -83,25 +107,32 @@ class EdgeInference:
         self.twin = twin
         self.workload = workload
         self._full_tail_flops = max(1, int(model.edge_tail_flops(0.0)))
+        self._input = InputBuffer(int(model.meta["input_size"]), model.pixel_mean, model.pixel_std)
 
     @torch.inference_mode()
     def process(self, rgb: np.ndarray, seq: int, offload_ratio: float, fusion_weight: float = -1.0,
-                clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None) -> FrameOutcome:
+                clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None,
+                importance: bool = True) -> FrameOutcome:
         """One frame. ``frame_period_ms`` (time since the previous camera frame): with the twin, the
-        frame's energy then also covers the board's idle power until the next frame, as in training."""
+        frame's energy then also covers the board's idle power until the next frame, as in training.
+        ``importance=False``: a frame that offloads nothing skips the attention (its outcome then has
+        no importance summary); a frame that offloads ranks its channels with it and reports it anyway."""
         m = self.model
         t0 = time.perf_counter()
         deadline = t0 + self.deadline_ms / 1000.0
-        x = preprocess(rgb, int(m.meta["input_size"]))
-        feat = m.head(x)
+        feat = m.head_net(self._input(rgb))
         xi = float(min(max(offload_ratio, 0.0), 1.0)) if self.link is not None else 0.0
-        keep_idx, off_idx = m.split_channels(feat, xi)
-        scores = m.importance(feat)[0]
+        n_off = int(round(xi * m.channels))
+        scores = m.importance(feat)[0] if importance or n_off > 0 else None
+        keep_idx: Optional[torch.Tensor] = None    # None: every channel stays, in order (xi = 0); the tail
+        off_idx: Optional[torch.Tensor] = None     # then runs as the original model, with no gather
+        if n_off > 0 and scores is not None:
+            keep_idx, off_idx = rank_channels(scores, xi)
         sent = raw = 0
-        offloaded = off_idx.numel() > 0
+        offloaded = off_idx is not None and off_idx.numel() > 0
         reason = ""
         t_sent = time.perf_counter()
-        if offloaded:
+        if offloaded and off_idx is not None:
             try:
                 frames = encode_features(
                     feat[0, off_idx].numpy(), off_idx.numpy(), model=m.meta["model"], split=int(m.meta["split"]),
@@ -114,7 +145,10 @@ class EdgeInference:
             except CodecError as e:
                 offloaded, reason = False, f"encode failed: {e}"
             t_sent = time.perf_counter()
-        y_edge = m.edge_tail(feat[:, keep_idx], keep_idx) if keep_idx.numel() > 0 else None
+        if keep_idx is None:
+            y_edge = m.edge_tail_full(feat)
+        else:
+            y_edge = m.edge_tail(feat[:, keep_idx], keep_idx) if keep_idx.numel() > 0 else None
         t_edge = time.perf_counter()
         y_cloud = None
         cloud_ms = transfer_ms = 0.0
@@ -133,8 +167,7 @@ class EdgeInference:
         t_fb = time.perf_counter()
         if y_edge is None and y_cloud is None:
             # Everything was offloaded and nothing came back: run the whole tail here.
-            all_idx = torch.arange(int(m.channels))
-            y_edge = m.edge_tail(feat, all_idx)
+            y_edge = m.edge_tail_full(feat)
         fb_ms = (time.perf_counter() - t_fb) * 1000.0
         if y_cloud is None:
             lam = 1.0
@@ -167,4 +200,4 @@ class EdgeInference:
             edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
             offload_ratio=xi if offloaded else 0.0, fusion_weight=lam, bytes_sent=int(sent), raw_bytes=raw,
             cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
-            importance=importance_summary(scores.numpy()))
+            importance=importance_summary(scores.numpy()) if scores is not None else {})

@@ -5,8 +5,9 @@ The camera node only paces and publishes what a source yields.
 """
 from __future__ import annotations
 
+import array
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 
@@ -31,19 +32,22 @@ def synthetic_frames(width: int, height: int, seed: int = 0) -> Iterator[Frame]:
     """Moving coloured shapes over a gradient: cheap, deterministic, never runs out."""
     import cv2
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
+    # the gradient's two ramps once, as uint8: adding t then wraps exactly as (ramp + t) % 256
+    ramp_x = (np.arange(width) * 255 // max(width - 1, 1)).astype(np.uint8)
+    ramp_y = (np.arange(height) * 255 // max(height - 1, 1)).astype(np.uint8)
+    base = np.empty((height, width, 3), np.uint8)
     t = 0
     while True:
-        base = np.stack([(xx * 255 // max(width - 1, 1) + t) % 256,
-                         (yy * 255 // max(height - 1, 1)) % 256,
-                         np.full_like(xx, (t * 3) % 256)], axis=-1).astype(np.uint8)
+        base[:, :, 0] = ramp_x + np.uint8(t % 256)
+        base[:, :, 1] = ramp_y[:, None]
+        base[:, :, 2] = (t * 3) % 256
         for k in range(3):
             cx = int((np.sin(0.05 * t + k) * 0.4 + 0.5) * width)
             cy = int((np.cos(0.07 * t + 2 * k) * 0.4 + 0.5) * height)
             color = tuple(int(c) for c in rng.integers(0, 256, 3))
             cv2.circle(base, (cx, cy), max(3, min(width, height) // 8), color, -1)
         noise = rng.integers(0, 12, base.shape, dtype=np.uint8)
-        yield np.ascontiguousarray(base + noise), -1
+        yield np.add(base, noise, out=noise), -1      # a new array per frame: callers may keep frames
         t += 1
 
 
@@ -128,12 +132,22 @@ def open_source(kind: str, location: str, width: int, height: int, loop: bool = 
     raise CameraError(f"unknown camera source '{kind}': synthetic, dataset, directory, video, v4l2")
 
 
-def image_fields(rgb: np.ndarray) -> Tuple[int, int, str, int, bytes]:
-    """(height, width, encoding, step, data) of a sensor_msgs/Image for an RGB frame."""
+ImageData = Union[bytes, "array.array[int]"]
+
+
+def image_fields(rgb: np.ndarray, as_array: bool = False) -> Tuple[int, int, str, int, ImageData]:
+    """(height, width, encoding, step, data) of a sensor_msgs/Image for an RGB frame. ``as_array``: data as
+    the array.array('B') the message keeps it in, made with one copy; the message's setter takes that as it
+    is, where bytes are copied again and, with field checks on (ROS_PYTHON_CHECK_FIELDS=1, or any distro
+    before Kilted), checked value by value in Python."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise CameraError(f"expected uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
     h, w, _ = rgb.shape
-    return h, w, "rgb8", w * 3, np.ascontiguousarray(rgb).tobytes()
+    if not as_array:
+        return h, w, "rgb8", w * 3, np.ascontiguousarray(rgb).tobytes()
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(rgb).data.cast("B"))
+    return h, w, "rgb8", w * 3, data
 
 
 def image_from_fields(height: int, width: int, encoding: str, step: int, data: bytes) -> np.ndarray:
@@ -143,7 +157,11 @@ def image_from_fields(height: int, width: int, encoding: str, step: int, data: b
         raise CameraError(f"unsupported image encoding '{encoding}' (rgb8, bgr8, mono8)")
     if height <= 0 or width <= 0 or step < width * channels or len(data) < step * height:
         raise CameraError(f"malformed image: {width}x{height} step {step} with {len(data)} bytes")
-    buf = np.frombuffer(bytes(data), dtype=np.uint8)[: step * height].reshape(height, step)
+    try:    # a view of the message's own buffer (rclpy: array.array), not a copy
+        flat = np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):
+        flat = np.asarray(data, dtype=np.uint8).reshape(-1)
+    buf = flat[: step * height].reshape(height, step)
     img = buf[:, : width * channels].reshape(height, width, channels)
     if encoding == "bgr8":
         img = img[:, :, ::-1]

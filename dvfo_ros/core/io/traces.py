@@ -20,7 +20,7 @@ import csv
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import numpy as np
 
@@ -172,16 +172,70 @@ def lte_trace(duration_s: float = 600, step_s: float = 1.0, seed: int = 0) -> Ne
     return NetworkTrace(t, bw, rtt, name="lte")
 
 
-def load_trace(name_or_path: str) -> NetworkTrace:
-    """"dvfo" (uniform 0.5-8 Mbps), "lte" (Markov), a shipped trace name, or a CSV path."""
+def regime_trace(rng: np.random.Generator, duration_s: float = 120.0) -> NetworkTrace:
+    """Randomised network regimes back to back, for training across network conditions (domain
+    randomisation): a new regime every 2-8 s, so one 10 s episode meets two or three of them.
+
+    Each regime: median uplink log-uniform in 0.2-80 Mbps with log-normal spread (sigma 0.05-0.6)
+    redrawn every second; base RTT log-uniform in 2-150 ms with 10 % jitter; one regime in five is a
+    dropout (0.05-0.4 Mbps at 250-900 ms RTT). The ranges cover a robot's Wi-Fi, LTE and a throttled
+    testbed link; none of the shipped held-out traces comes from this generator.
+    """
+    n = max(1, int(duration_s))
+    bw = np.empty(n)
+    rtt = np.empty(n)
+    i = 0
+    while i < n:
+        k = min(int(rng.integers(2, 9)), n - i)
+        if rng.random() < 0.2:
+            bw[i:i + k] = rng.uniform(0.05, 0.4)
+            rtt[i:i + k] = rng.uniform(250.0, 900.0)
+        else:
+            median = math.exp(rng.uniform(math.log(0.2), math.log(80.0)))
+            sigma = rng.uniform(0.05, 0.6)
+            bw[i:i + k] = np.maximum(median * np.exp(rng.normal(0.0, sigma, size=k) - 0.5 * sigma ** 2), 0.05)
+            base = math.exp(rng.uniform(math.log(2.0), math.log(150.0)))
+            rtt[i:i + k] = np.maximum(base * np.exp(rng.normal(0.0, 0.1, size=k)), 0.5)
+        i += k
+    return NetworkTrace(np.arange(float(n)), bw, rtt, name="regime")
+
+
+class TraceMix:
+    """Training across network conditions: every episode draws its own trace, a fifth of them DVFO's
+    0.5-8 Mbps testbed range, a fifth the LTE-like channel, the rest randomised regimes back to back
+    (``regime_trace``), each at its own seed. ``--trace mix`` in dvfo-train / dvfo-bench."""
+
+    name = "mix"
+
+    def sample(self, rng: np.random.Generator) -> NetworkTrace:
+        u = rng.random()
+        seed = int(rng.integers(0, 2 ** 31 - 1))
+        if u < 0.2:
+            return uniform_trace(duration_s=120, seed=seed)
+        if u < 0.4:
+            return lte_trace(duration_s=120, seed=seed)
+        return regime_trace(np.random.default_rng(seed))
+
+
+def heldout_trace_names() -> List[str]:
+    """The shipped traces kept out of every training mix: evaluate a policy on these (``heldout_*.csv``)."""
+    return sorted(f[:-4] for f in os.listdir(TRACE_DIR) if f.startswith("heldout_") and f.endswith(".csv"))
+
+
+def load_trace(name_or_path: str) -> Union[NetworkTrace, TraceMix]:
+    """"dvfo" (uniform 0.5-8 Mbps), "lte" (Markov), "mix" (a trace drawn per episode: ``TraceMix``),
+    a shipped trace name (``dvfo_ros/traces/NAME.csv``), or a CSV path."""
     key = str(name_or_path)
     if key == "dvfo":
         return uniform_trace()
     if key == "lte":
         return lte_trace()
+    if key == "mix":
+        return TraceMix()
     shipped = os.path.join(TRACE_DIR, f"{key}.csv")
     if os.sep not in key and not key.endswith(".csv"):
         if os.path.isfile(shipped):
             return NetworkTrace.from_csv(shipped)
-        raise TraceError(f"unknown trace '{key}'; use dvfo, lte, a shipped name or a CSV path")
+        raise TraceError(f"unknown trace '{key}'; use dvfo, lte, mix, a shipped name "
+                         f"({', '.join(heldout_trace_names() + ['lte_example'])}) or a CSV path")
     return NetworkTrace.from_csv(key)

@@ -11,15 +11,16 @@
 from dvfo_ros.core.mdp.actions import BRANCH_NAMES, COMMAND_KEYS, ActionSpace, snap, snap_index, snap_indices
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.env import SimEnv
-from dvfo_ros.core.mdp.features import (FEATURES, STATE_CLIP, STATE_DIM, STATE_NAMES, STATE_SCALES, build_state,
-                                        importance_summary, observe)
+from dvfo_ros.core.mdp.features import (FEATURES, STATE_CLIP, STATE_DIM, STATE_LOG_SCALES, STATE_NAMES, STATE_SCALES,
+                                        build_state, feature_value, importance_summary, observe)
 from dvfo_ros.core.mdp.reward import (DEFAULT_ACCURACY_TABLE, RewardConfig, accuracy_loss_at, cost, penalty, reward,
                                       reward_array)
 
 __all__ = ["BRANCH_NAMES", "COMMAND_KEYS", "DEFAULT_ACCURACY_TABLE", "FEATURES", "STATE_CLIP", "STATE_DIM",
-           "STATE_NAMES", "STATE_SCALES", "ActionSpace", "RewardConfig", "SimEnv", "accuracy_loss_at",
-           "build_state", "cost", "frame_energy_j", "frame_interval_ms", "importance_summary", "observe",
-           "penalty", "reward", "reward_array", "snap", "snap_index", "snap_indices", "soc_energy_j"]
+           "STATE_LOG_SCALES", "STATE_NAMES", "STATE_SCALES", "ActionSpace", "RewardConfig", "SimEnv",
+           "accuracy_loss_at", "build_state", "cost", "feature_value", "frame_energy_j", "frame_interval_ms",
+           "importance_summary", "observe", "penalty", "reward", "reward_array", "snap", "snap_index", "snap_indices",
+           "soc_energy_j"]
 
 try:
     from dvfo_ros.core.mdp import gym_env as _gym_env

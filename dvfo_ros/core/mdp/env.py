@@ -52,13 +52,17 @@ class SimEnv:
                  cloud_gflops: float = 30000.0, bytes_per_channel_elem: Optional[float] = None,
                  concentration_range: Tuple[float, float] = (0.3, 3.0), input_size: int = 224,
                  num_classes: int = 1000) -> None:
-        from dvfo_ros.core.io.traces import NetworkTrace, load_trace
+        from dvfo_ros.core.io.traces import NetworkTrace, TraceMix, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
         self.profile = load_profile(profile)
         self.model = model
         self.workload = model_workload(model, split, int(input_size), int(num_classes))
-        self.trace = trace if isinstance(trace, NetworkTrace) else load_trace(str(trace))
+        loaded = trace if isinstance(trace, (NetworkTrace, TraceMix)) else load_trace(str(trace))
+        # a TraceMix draws a new trace every episode (training across network conditions)
+        self.trace_mix: Optional[TraceMix] = loaded if isinstance(loaded, TraceMix) else None
+        self.trace: NetworkTrace = loaded.sample(np.random.default_rng(seed)) if isinstance(loaded, TraceMix) \
+            else loaded
         self.seed = int(seed)
         self.twin = DeviceTwin(self.profile, seed=seed, noise=noise)
         self._exact_twin = DeviceTwin(self.profile, seed=seed, noise=0.0)   # what the oracle knows
@@ -162,6 +166,8 @@ class SimEnv:
             self.twin.rng = np.random.default_rng(seed + 1)
         elif not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(self.seed)
+        if self.trace_mix is not None:
+            self.trace = self.trace_mix.sample(self._rng)
         self.t_s = float(self._rng.uniform(0.0, self.trace.duration_s))
         self.frames = 0
         self.twin.temperature_c = float(self.profile.thermal.get("ambient_c", 25.0))

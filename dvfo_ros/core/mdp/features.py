@@ -6,7 +6,11 @@ finished frame with :func:`observe`, and the policy turns the named features int
 snapping rule, so the twin and the robot cannot disagree about what a level means.
 
 Each feature is divided by a fixed scale (``STATE_SCALES``, not learnt statistics) so the network
-sees numbers near [0, 1] and a state means the same on every device and in every run.
+sees numbers near [0, 1] and a state means the same on every device and in every run. The network
+features span three decades (0.1 Mbps in a Wi-Fi dropout to 70 Mbps next to the access point), so
+they are log-scaled instead (``STATE_LOG_SCALES``: log1p(v) / log1p(scale)): a policy trained on a
+throttled 0.5-8 Mbps link then meets a fast Wi-Fi link near the inputs it saw, not at 5x them.
+``feature_value`` reads a feature back in its units.
 """
 from __future__ import annotations
 
@@ -42,8 +46,9 @@ FEATURES: Dict[str, str] = {
     "decision_ms": "time the policy took to choose the last action",
 }
 STATE_NAMES: List[str] = list(FEATURES)
+STATE_LOG_SCALES: Dict[str, float] = {"bandwidth_mbps": 100.0, "rtt_ms": 1000.0}
 STATE_SCALES: Dict[str, float] = {
-    "bandwidth_mbps": 10.0, "rtt_ms": 100.0, "temperature_c": 100.0,
+    "temperature_c": 100.0,
     "last_latency_ms": 100.0, "last_energy_j": 0.5, "time_since_action_ms": 100.0, "decision_ms": 100.0,
 }
 STATE_DIM = len(STATE_NAMES)
@@ -105,5 +110,16 @@ def build_state(obs: Mapping[str, Any], action_space: Optional[ActionSpace] = No
             value = 0.0
         if not np.isfinite(value):
             value = 0.0
-        vec[i] = value / STATE_SCALES.get(name, 1.0)
+        if name in STATE_LOG_SCALES:
+            vec[i] = np.log1p(max(value, 0.0)) / np.log1p(STATE_LOG_SCALES[name])
+        else:
+            vec[i] = value / STATE_SCALES.get(name, 1.0)
     return np.clip(vec, -STATE_CLIP, STATE_CLIP)
+
+
+def feature_value(state: Any, name: str) -> float:
+    """Feature ``name`` of a state vector back in its units (``build_state`` inverted)."""
+    v = float(np.asarray(state, dtype=np.float64)[STATE_NAMES.index(name)])
+    if name in STATE_LOG_SCALES:
+        return float(np.expm1(v * np.log1p(STATE_LOG_SCALES[name])))
+    return v * STATE_SCALES.get(name, 1.0)

@@ -65,13 +65,15 @@ class ObservationTracker:
         self.device: Dict[str, float] = {}
         self.command: Optional[Dict[str, float]] = None
         self.decision_ms = 0.0
+        self.policy = ""        # policy_mode of the action in force ('' = none yet, or not said)
         self.f: Dict[str, float] = {}
 
-    def on_action(self, offload_ratio: float, decision_ms: float, freqs_hz: Sequence[int]) -> None:
+    def on_action(self, offload_ratio: float, decision_ms: float, freqs_hz: Sequence[int], policy: str = "") -> None:
         cpu, gpu, emc = (float(f) for f in freqs_hz)
         self.command = {"cpu_freq_hz": cpu, "gpu_freq_hz": gpu, "emc_freq_hz": emc,
                         "offload_ratio": float(offload_ratio)}
         self.decision_ms = float(decision_ms)
+        self.policy = str(policy)
 
     def on_device_state(self, s: Any) -> None:
         self.device = {k: float(getattr(s, k)) for k in ("cpu_freq_hz", "gpu_freq_hz", "emc_freq_hz", "cpu_util",

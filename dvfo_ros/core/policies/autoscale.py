@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dvfo_ros.core.policies.base import Policy, register
-from dvfo_ros.core.mdp import STATE_NAMES, STATE_SCALES, ActionSpace
+from dvfo_ros.core.mdp import ActionSpace, feature_value
 
 _BW_EDGES = np.array([1.0, 2.5, 5.0])          # Mbps
 _UTIL_EDGES = np.array([0.4, 0.8])
@@ -39,8 +39,8 @@ class AutoScalePolicy(Policy):
         self._last_choice = 0
 
     def _bucket(self, state: np.ndarray) -> int:
-        bw = float(state[STATE_NAMES.index("bandwidth_mbps")]) * STATE_SCALES["bandwidth_mbps"]
-        util = float(state[STATE_NAMES.index("gpu_util")])
+        bw = feature_value(state, "bandwidth_mbps")
+        util = feature_value(state, "gpu_util")
         return int(np.searchsorted(_BW_EDGES, bw)) * (len(_UTIL_EDGES) + 1) + int(np.searchsorted(_UTIL_EDGES, util))
 
     def act(self, state: np.ndarray) -> np.ndarray:

@@ -58,6 +58,9 @@ class Policy(abc.ABC):
     learns: bool = False
     needs_env: bool = False
     not_live: str = ""      # why it cannot act on a robot ('' = it can, unless needs_env); see why_not_live
+    # False: ``act`` never reads the importance_* features, so the executor may skip the attention on
+    # frames that offload nothing (its importance=auto); test/test_importance_auto.py checks the claim
+    reads_importance: bool = True
 
     def __init__(self, action_space: ActionSpace, **kwargs: Any) -> None:
         if kwargs:
@@ -145,6 +148,16 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 def _ensure_registered(name: str) -> None:
     if name not in POLICIES and name in _MODULES:
         importlib.import_module(f"dvfo_ros.core.policies.{_MODULES[name]}")
+
+
+def reads_importance(name: str) -> bool:
+    """Whether policy_mode ``name`` may read the importance features (True for '' and unknown names)."""
+    try:
+        _ensure_registered(name)
+    except ImportError:
+        return True
+    cls = POLICIES.get(name)
+    return True if cls is None else bool(cls.reads_importance)
 
 
 def policy_names() -> List[str]:
@@ -236,16 +249,27 @@ class RolloutLog:
                 "decision_ms_p50": float(np.percentile(dec, 50)), "decision_ms_p99": float(np.percentile(dec, 99))}
 
 
-def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, time_scale: float = 0.0,
+def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, pacing: str = "sim",
+            time_scale: float = 0.5,
             on_step: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> RolloutLog:
     """Run ``frames`` frames of ``env`` under ``policy``; episodes restart automatically.
 
-    Decision time is measured around ``act`` (plus ``observe`` for a policy that learns inline):
-    it lands on the frame's critical path unless the policy is ``concurrent``. ``time_scale`` > 0
-    lets a frame take ``interval * time_scale`` of wall time (interval = max(camera period,
-    latency)): the time a concurrent learner gets to train while the simulated frame runs;
-    0 runs as fast as the CPU allows.
+    Decision time lands on the frame's critical path unless the policy is ``concurrent``; so does
+    learning inline in ``observe`` (the sequential ablation). ``pacing``:
+
+    - ``"sim"`` (default): simulated time. The env is charged the policy's modelled decision and
+      inline-learning times (``sim_decision_ms``, ``last_inline_ms``), a concurrent learner gets its
+      share of each frame's interval from ``advance``, and nothing sleeps: as fast as the CPU allows,
+      and the same run twice for a seed. The measured decision time is still logged.
+    - ``"real"``: measured times, and each frame takes ``interval * time_scale`` of wall time
+      (interval = max(camera period, latency)) while a learner thread trains beside it.
     """
+    if pacing not in ("sim", "real"):
+        raise ValueError("pacing must be 'sim' or 'real'")
+    sim = pacing == "sim"
+    set_pacing = getattr(policy, "set_pacing", None)
+    if set_pacing is not None:
+        set_pacing(pacing)
     log = RolloutLog()
     state = env.reset()
     episode_return = 0.0
@@ -254,15 +278,20 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, time_sca
         t0 = time.perf_counter()
         action = policy.act(state)
         decision_ms = (time.perf_counter() - t0) * 1e3
-        next_state, r, done, info = env.step(action, decision_ms=decision_ms + pending_ms,
+        charged_ms = float(getattr(policy, "sim_decision_ms", 0.0)) if sim else decision_ms
+        next_state, r, done, info = env.step(action, decision_ms=charged_ms + pending_ms,
                                              decision_on_path=not policy.concurrent)
         pending_ms = 0.0
         if learn:
             t1 = time.perf_counter()
             policy.observe(state, action, r, next_state, done)
             if not policy.concurrent:
-                pending_ms = (time.perf_counter() - t1) * 1e3
-        if time_scale > 0:
+                pending_ms = float(getattr(policy, "last_inline_ms", 0.0)) if sim \
+                    else (time.perf_counter() - t1) * 1e3
+            advance = getattr(policy, "advance", None)
+            if sim and advance is not None:
+                advance(info.get("interval_ms", info["latency_ms"]))
+        if not sim and time_scale > 0:
             time.sleep(info.get("interval_ms", info["latency_ms"]) * time_scale / 1e3)
         log.rewards.append(float(r))
         log.energy_j.append(float(info["energy_j"]))

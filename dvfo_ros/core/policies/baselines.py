@@ -15,14 +15,14 @@ import numpy as np
 
 from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.dvfo import DvfoAgent
-from dvfo_ros.core.mdp import ActionSpace, STATE_NAMES, STATE_SCALES
-
-_IDX = {n: i for i, n in enumerate(STATE_NAMES)}
+from dvfo_ros.core.mdp import ActionSpace, feature_value
 
 
 @register("static")
 class StaticPolicy(Policy):
     """Always the same command (nearest table levels); missing clocks mean max, missing xi means 0."""
+
+    reads_importance = False
 
     def __init__(self, action_space: ActionSpace, command: Optional[Dict[str, float]] = None,
                  **fields: float) -> None:
@@ -45,6 +45,7 @@ class StaticPolicy(Policy):
 
 class _FixedMax(Policy):
     offload_ratio = 0.0
+    reads_importance = False
 
     def __init__(self, action_space: ActionSpace, offload_ratio: Optional[float] = None) -> None:
         super().__init__(action_space)
@@ -83,14 +84,14 @@ def ondemand_levels(state: np.ndarray, action_space: ActionSpace, up_threshold: 
     """Linux ondemand per clock domain: load above ``up_threshold`` -> top level, else the lowest
     level >= load * f_max. Load is measured over the whole frame interval (busy / interval)."""
     out = np.zeros(3, np.int64)
-    latency = float(state[_IDX["last_latency_ms"]]) * STATE_SCALES["last_latency_ms"]
-    interval = float(state[_IDX["time_since_action_ms"]]) * STATE_SCALES["time_since_action_ms"]
+    latency = feature_value(state, "last_latency_ms")
+    interval = feature_value(state, "time_since_action_ms")
     duty = min(1.0, latency / interval) if interval > 0 else 1.0
     for d, (dom, table) in enumerate(zip(("cpu", "gpu", "emc"), action_space.tables()[:3])):
         if interval <= 0:                      # nothing measured yet: start at the top
             out[d] = len(table) - 1
             continue
-        load = float(state[_IDX[f"{dom}_util"]]) * duty
+        load = feature_value(state, f"{dom}_util") * duty
         if load > up_threshold:
             out[d] = len(table) - 1
         else:
@@ -103,6 +104,8 @@ def ondemand_levels(state: np.ndarray, action_space: ActionSpace, up_threshold: 
 @register("ondemand")
 class OndemandPolicy(Policy):
     """The Linux ondemand governor's rule on CPU, GPU and EMC; fixed offload ratio."""
+
+    reads_importance = False
 
     def __init__(self, action_space: ActionSpace, offload_ratio: float = 0.0, up_threshold: float = 0.8) -> None:
         super().__init__(action_space)

@@ -1,14 +1,20 @@
 """dvfo: a joint-action Q-learner over (CPU, GPU, EMC, xi) with thinking-while-moving concurrency.
 
-Network: one trunk, ONE linear head emitting a state value, a table per branch and a table per
-pair of branches; the Q-value of a JOINT action is their sum::
+Network: one trunk, ONE linear head emitting a state value and, for every offload ratio xi, a
+table per clock branch and a table per pair of clock branches; the Q-value of a JOINT action is
+their sum::
 
     h = trunk(s)
-    Q(s, a) = V(h) + sum_d A_d(h)[a_d] + sum_{d<d'} B_dd'(h)[a_d, a_d']
+    Q(s, a) = V(h) + X(h)[xi] + sum_d A_d(h)[a_d, xi] + sum_{d<d'} B_dd'(h)[a_d, a_d', xi]
 
-Pairwise tables capture the interactions that matter (GPU x EMC clock in a roofline, xi x
-clocks), which a branch-wise BDQ head cannot: there each branch's value was swamped by the other
-branches' exploration noise (a random xi costs 5-8 reward, neighbouring clock levels 0.05).
+Pairwise clock tables capture the interactions that matter (GPU x EMC clock in a roofline), which a
+branch-wise BDQ head cannot: there each branch's value was swamped by the other branches'
+exploration noise (a random xi costs 5-8 reward, neighbouring clock levels 0.05). Every clock table
+is conditioned on xi because the best clocks depend on it: at xi = 0 the edge runs the whole network
+and top clocks pay, when most channels go to the cloud the transfer dominates and low clocks do.
+With clock tables shared across xi (our first head) the 10 random offloading actions out of 11
+taught the clock tables low clocks, and DVFO lost to ``dvfs_only`` (its own action space at xi = 0)
+by 6-21 % on held-out traces; with this head, each xi slice is as expressive as ``dvfs_only``'s Q.
 
 Loss on the joint action taken, double-DQN target (gamma = 0 makes it a contextual bandit)::
 
@@ -26,27 +32,46 @@ latency. With ``concurrent=False`` (policy ``dvfo_sequential``, the ablation) le
 inline in ``observe``, so its time sits on the frame's critical path and each frame gets
 ``updates_per_step`` updates, no more.
 
-Exploration (epsilon decays linearly over ``exploration_steps``): ``joint`` (default; a uniformly
-random joint action), ``independent`` (each branch flips its own coin) or ``branch`` (one
-random branch moved, the others greedy).
+Pacing. On a robot (``pacing="real"``) the learner is that thread, racing the camera. In the twin
+(``pacing="sim"``, what ``rollout`` sets for training and benches) time is simulated, so the learner
+is given its share of work per simulated frame instead of wall time: after a frame of interval T ms
+it takes ``T / learner_step_ms`` gradient steps (carried over as a fraction, capped at
+``replay_ratio`` per observed frame, as the thread is), then publishes. The sequential ablation's
+inline updates cost ``learner_step_ms`` each on the frame's path, and a decision costs ``act_ms``.
+Training is then CPU-bound and, for a seed, the same run twice. ``learner_step_ms = 4`` and
+``act_ms = 0.1`` are our assumptions for a Jetson's ARM core: one 128-sample update of this network
+took 3.1 ms and one greedy decision 0.09 ms on one x86 core of the development machine.
+
+Exploration (epsilon decays linearly over ``exploration_steps``): ``mixed`` (default: a share
+``clock_share`` = 0.8 of the exploratory frames draw random clocks at the greedy xi, the rest a
+uniformly random joint action), ``joint`` (always a random joint action: 10 in 11 then offload,
+and the xi = 0 slice the edge mostly needs is starved), ``independent`` (each branch flips its own
+coin) or ``branch`` (one random branch moved, the others greedy).
+
+Regression (our choices; the DVFO paper states a DQN and is silent on these): Huber loss, as in
+DQN (Mnih et al., 2015), on rewards floored at ``reward_floor`` = -5. A reward of -5 is already five
+times the edge's cost at top clocks; below it the size of a catastrophe (an offload into a 600 ms
+dropout costs about -40) carries no information for the argmax and its squared error swamped the
+0.05 differences between neighbouring clock levels.
 """
 from __future__ import annotations
 
 import atexit
-import itertools
 import threading
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from dvfo_ros.core.policies.base import Policy, register
+from dvfo_ros.core.policies.qtables import PairwiseQNet, ReplayBuffer
 from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, ActionSpace
 
 
+XI = BRANCH_NAMES.index("xi")
 _LIVE_AGENTS: "weakref.WeakSet[DvfoAgent]" = weakref.WeakSet()
 
 
@@ -55,84 +80,6 @@ def _stop_learners() -> None:
     """Join learner threads before the interpreter (and torch) tear down."""
     for agent in list(_LIVE_AGENTS):
         agent.close()
-
-
-def _layout(branches: Sequence[int]) -> List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]]:
-    """Where each table sits in the head's output: (dims, start, stop, broadcast shape)."""
-    n = [int(b) for b in branches]
-    out: List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]] = []
-    lo = 1
-    tables: List[Tuple[int, ...]] = [(d,) for d in range(len(n))]
-    for dims in tables + list(itertools.combinations(range(len(n)), 2)):
-        size = int(np.prod([n[d] for d in dims]))
-        shape = tuple(n[d] if d in dims else 1 for d in range(len(n)))
-        out.append((dims, lo, lo + size, shape))
-        lo += size
-    return out
-
-
-class PairwiseQNet(nn.Module):
-    """Shared trunk, then ONE linear layer emitting V, every branch table and every pair table."""
-
-    def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128) -> None:
-        super().__init__()
-        self.branches = [int(n) for n in branches]
-        self.layout = _layout(self.branches)
-        self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.out = nn.Linear(hidden, self.layout[-1][2])
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        """Q of every joint action, shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
-        z = self.out(self.trunk(s))
-        b = z.shape[0]
-        q = z[:, :1].view(b, 1, 1, 1, 1)
-        for _, lo, hi, shape in self.layout:
-            q = q + z[:, lo:hi].view(b, *shape)
-        return q
-
-    def q_of(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Q(s, a) of the joint actions taken (gathers the tables; no full joint tensor)."""
-        z = self.out(self.trunk(s))
-        q = z[:, 0]
-        n = self.branches
-        for dims, lo, _, _ in self.layout:
-            idx = a[:, dims[0]] if len(dims) == 1 else a[:, dims[0]] * n[dims[1]] + a[:, dims[1]]
-            q = q + z[:, lo:].gather(1, idx.view(-1, 1)).squeeze(1)
-        return q
-
-
-class ReplayBuffer:
-    """Fixed-size ring of transitions, shared by the actor (append) and the learner (sample)."""
-
-    def __init__(self, capacity: int, state_dim: int, seed: int = 0) -> None:
-        self.capacity = int(capacity)
-        self.s = np.zeros((capacity, state_dim), np.float32)
-        self.s2 = np.zeros((capacity, state_dim), np.float32)
-        self.a = np.zeros((capacity, 4), np.int64)
-        self.explored = np.zeros((capacity, 4), np.float32)    # which branches were exploratory
-        self.r = np.zeros(capacity, np.float32)
-        self.done = np.zeros(capacity, np.float32)
-        self.size = 0
-        self._next = 0
-        self._lock = threading.Lock()
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool,
-            explored: Optional[np.ndarray] = None) -> None:
-        with self._lock:
-            i = self._next
-            self.s[i], self.a[i], self.r[i], self.s2[i], self.done[i] = s, a, r, s2, float(done)
-            self.explored[i] = 0.0 if explored is None else explored
-            self._next = (i + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
-
-    def sample(self, batch: int) -> Tuple[np.ndarray, ...]:
-        with self._lock:
-            idx = self._rng.integers(0, self.size, size=batch)
-            return self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.done[idx], self.explored[idx]
-
-    def __len__(self) -> int:
-        return self.size
 
 
 @register("dvfo")
@@ -145,7 +92,9 @@ class DvfoAgent(Policy):
                  exploration_steps: int = 4000, eps_start: float = 1.0, eps_end: float = 0.05,
                  tau: float = 0.01, updates_per_step: int = 1, replay_ratio: float = 4.0,
                  publish_every: int = 4, fixed: Optional[Dict[str, int]] = None,
-                 exploration: str = "joint") -> None:
+                 exploration: str = "mixed", learner_step_ms: float = 4.0, act_ms: float = 0.1,
+                 head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
+                 clock_share: float = 0.8, heads: int = 1) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -154,9 +103,19 @@ class DvfoAgent(Policy):
             learning_starts=int(learning_starts), exploration_steps=int(exploration_steps),
             eps_start=float(eps_start), eps_end=float(eps_end), tau=float(tau),
             updates_per_step=int(updates_per_step), replay_ratio=float(replay_ratio),
-            publish_every=int(publish_every), fixed=dict(fixed or {}), exploration=str(exploration))
-        if exploration not in ("joint", "branch", "independent"):
-            raise ValueError("exploration must be 'joint', 'branch' (one branch at a time) or 'independent'")
+            publish_every=int(publish_every), fixed=dict(fixed or {}), exploration=str(exploration),
+            learner_step_ms=float(learner_step_ms), act_ms=float(act_ms), head=str(head),
+            reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
+            heads=int(heads))
+        if self.hp["heads"] < 1:
+            raise ValueError("heads must be >= 1")
+        if head not in ("xi", "pairwise"):
+            raise ValueError("head must be 'xi' (clock tables per offload ratio) or 'pairwise'")
+        if self.hp["learner_step_ms"] <= 0 or self.hp["act_ms"] < 0:
+            raise ValueError("learner_step_ms must be > 0 and act_ms >= 0")
+        if exploration not in ("joint", "mixed", "branch", "independent"):
+            raise ValueError("exploration must be 'joint', 'mixed' (half joint, half clocks at the greedy xi), "
+                             "'branch' (one branch at a time) or 'independent'")
         for name, level in self.hp["fixed"].items():
             if name not in BRANCH_NAMES:
                 raise ValueError(f"fixed branch '{name}' is not one of {', '.join(BRANCH_NAMES)}")
@@ -166,8 +125,8 @@ class DvfoAgent(Policy):
         self._learned = [d for d in range(4) if d not in self._fixed]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden)
-        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden)
+            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
+        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
         self.q_target.load_state_dict(self.q.state_dict())
         self.opt = torch.optim.Adam(self.q.parameters(), lr=lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
@@ -182,6 +141,36 @@ class DvfoAgent(Policy):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._update_lock = threading.Lock()
+        self.pacing = "real"
+        self._budget = 0.0                # simulated learner time not yet spent, in updates
+        self.last_inline_ms = 0.0         # sim pacing: the inline learning time of the last observe
+
+    def set_pacing(self, pacing: str) -> None:
+        """"real": the learner thread races wall time (a robot); "sim": ``advance`` gives it its share
+        of each simulated frame (the twin: CPU-bound and reproducible)."""
+        if pacing not in ("real", "sim"):
+            raise ValueError("pacing must be 'real' or 'sim'")
+        self.pacing = pacing
+
+    @property
+    def sim_decision_ms(self) -> float:
+        return float(self.hp["act_ms"])
+
+    def advance(self, frame_ms: float) -> int:
+        """Sim pacing: the concurrent learner's gradient steps during a simulated frame of ``frame_ms``
+        (module docstring); returns how many it took."""
+        if self.pacing != "sim" or not self.concurrent or not self.training \
+                or len(self.buffer) < self.hp["learning_starts"]:
+            return 0
+        self._budget += max(float(frame_ms), 0.0) / self.hp["learner_step_ms"]
+        cap = int(self.hp["replay_ratio"] * self.steps) - self.updates
+        n = max(0, min(int(self._budget), cap))
+        self._budget = min(self._budget - n, 1.0) if n == cap else self._budget - n
+        for _ in range(n):
+            self.update()
+        if n:
+            self._publish()
+        return n
 
     # ---- acting ---------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -197,11 +186,15 @@ class DvfoAgent(Policy):
         """Q of every joint action for one state from the published weights, shape = branches."""
         w1, b1, w2, b2, wo, bo = self._actor
         h = np.maximum(np.asarray(state, np.float32) @ w1 + b1, 0.0)
-        z = np.maximum(h @ w2 + b2, 0.0) @ wo + bo
-        q = np.full(self.action_space.branches, z[0], np.float32)
-        for _, lo, hi, shape in self.q.layout:
-            q += z[lo:hi].reshape(shape)
-        return q
+        zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.q.heads, self.q.size)
+        out: Optional[np.ndarray] = None
+        for z in zs:
+            q = np.full(self.action_space.branches, z[0], np.float32)
+            for _, lo, hi, shape in self.q.layout:
+                q += z[lo:hi].reshape(shape)
+            out = q if out is None else np.minimum(out, q)
+        assert out is not None
+        return out
 
     def greedy(self, state: np.ndarray, fixed: Optional[Dict[int, int]] = None) -> np.ndarray:
         """argmax over every joint action (branches in ``fixed`` held at their level)."""
@@ -232,7 +225,9 @@ class DvfoAgent(Policy):
                 if rng.random() < eps:
                     a[d] = rng.integers(n[d])
         elif rng.random() < eps:
-            if mode == "joint":                               # a uniformly random joint action
+            if mode == "mixed" and rng.random() < self.hp["clock_share"]:   # random clocks at the greedy xi
+                learned = [d for d in learned if d != XI] or list(learned)   # offload_only: xi is all it has
+            if mode in ("joint", "mixed"):                    # a uniformly random joint action
                 for d in learned:
                     a[d] = rng.integers(n[d])
             else:                                             # one branch moved, the others greedy
@@ -261,11 +256,13 @@ class DvfoAgent(Policy):
         if len(self.buffer) < self.hp["learning_starts"]:
             return
         if self.concurrent:
-            self._start_learner()
+            if self.pacing == "real":
+                self._start_learner()
         else:
             for _ in range(self.hp["updates_per_step"]):
                 self.update()
             self._publish()
+            self.last_inline_ms = self.hp["updates_per_step"] * self.hp["learner_step_ms"]
 
     def joint_q(self, net: PairwiseQNet, s: torch.Tensor) -> torch.Tensor:
         """Q of every joint action the policy may take, flattened to [batch, n] (fixed branches pinned)."""
@@ -294,8 +291,10 @@ class DvfoAgent(Policy):
         hp = self.hp
         s, a, r, s2, done, _ = (torch.as_tensor(x) for x in self.buffer.sample(hp["batch_size"]))
         with self._update_lock:
-            y = self.td_target(r, s2, done)
-            loss = ((self.q.q_of(s, a) - y) ** 2).mean()
+            y = self.td_target(r.clamp(min=hp["reward_floor"]), s2, done)
+            q_sa = self.q.q_of(s, a)                              # [batch, heads]: every head regresses y
+            y = y.view(-1, 1).expand_as(q_sa)
+            loss = nn.functional.smooth_l1_loss(q_sa, y) if hp["loss"] == "huber" else ((q_sa - y) ** 2).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.q.parameters(), 10.0)

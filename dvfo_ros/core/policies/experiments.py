@@ -25,6 +25,7 @@ LEARNT = ("dvfo", "dvfo_sequential", "dvfs_only", "offload_only", "autoscale")
 NO_CLOCK_TUNING = ("edge_only", "cloud_only", "max_freq", "ondemand", "offload_only", "static")
 
 Progress = Callable[[str, Optional[int], str], Any]
+Rows = Dict[str, Dict[str, Any]]         # dvfo-bench's rows: {policy: {metric: value}}
 
 
 class _NoBar:
@@ -130,8 +131,11 @@ def curve_window(steps: int) -> int:
 
 
 def train_policy(setup: TwinSetup, name: str, steps: int, agent: Optional[AgentOptions] = None,
-                 time_scale: float = 0.5, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Train one learnt policy in the twin; returns the policy, its env, reward curves and wall time."""
+                 time_scale: float = 0.0, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """Train one learnt policy in the twin; returns the policy, its env, reward curves and wall time.
+
+    ``time_scale`` 0 (default): simulated pacing (``rollout``'s "sim": CPU-bound, the same run twice
+    for a seed); > 0: real pacing, each frame takes ``interval * time_scale`` of wall time."""
     from dvfo_ros.core.policies import make_policy, rollout
     env = setup.make_env()
     policy = make_policy(name, env.action_space, **(agent or AgentOptions()).policy_kwargs(setup.seed))
@@ -147,7 +151,8 @@ def train_policy(setup: TwinSetup, name: str, steps: int, agent: Optional[AgentO
         bar.update(1)
 
     t0 = time.monotonic()
-    log = rollout(env, policy, steps, learn=True, time_scale=time_scale, on_step=tick)
+    log = rollout(env, policy, steps, learn=True, pacing="real" if time_scale > 0 else "sim",
+                  time_scale=time_scale, on_step=tick)
     if hasattr(policy, "wait_for_learner"):
         policy.wait_for_learner(2.0)
     policy.train(False)
@@ -159,15 +164,19 @@ def train_policy(setup: TwinSetup, name: str, steps: int, agent: Optional[AgentO
             "latency_ms_training": float(np.mean(log.latency_ms))}
 
 
-def evaluate(setup: TwinSetup, policy: Any, frames: int) -> Dict[str, float]:
-    """The greedy policy against the oracle on held-out frames (seed + 1000)."""
+def evaluate(setup: TwinSetup, policy: Any, frames: int, trace: Optional[str] = None) -> Dict[str, float]:
+    """The greedy policy against the oracle on held-out frames (seed + 1000), on ``trace`` (default:
+    the setup's). ``cost_vs_oracle``: the policy's mean cost over the oracle's, minus 1."""
     from dvfo_ros.core.policies import make_policy, rollout
+    if trace is not None:
+        setup = dataclasses.replace(setup, trace=trace)
     env = setup.make_env(setup.seed + 1000)
     ours = rollout(env, policy, frames).summary()
     env = setup.make_env(setup.seed + 1000)
     bound = rollout(env, make_policy("oracle", env.action_space, env=env), frames).summary()
     return {"reward_mean": ours["reward_mean"], "oracle_reward_mean": bound["reward_mean"],
             "cost_mean": ours["cost_mean"], "oracle_cost_mean": bound["cost_mean"],
+            "cost_vs_oracle": (ours["cost_mean"] - bound["cost_mean"]) / max(abs(bound["cost_mean"]), 1e-9),
             "energy_j_per_frame": ours["energy_j_per_frame"], "latency_ms_p95": ours["latency_ms_p95"],
             "slo_violations": ours["slo_violations"], "decision_ms_p99": ours["decision_ms_p99"]}
 
@@ -188,6 +197,7 @@ class TrainResult:
     meta: Dict[str, Any]
     common_goal: Optional[float] = None  # concurrent vs sequential: the better final greedy return
     eval: Dict[str, float] = field(default_factory=dict)
+    eval_heldout: Dict[str, Dict[str, float]] = field(default_factory=dict)   # by held-out trace
 
     @property
     def policy(self) -> Any:
@@ -204,18 +214,22 @@ class TrainResult:
 
 
 def train_experiment(setup: TwinSetup, policy: str = "dvfo", steps: int = 20000,
-                     agent: Optional[AgentOptions] = None, time_scale: float = 0.5, eval_frames: int = 600,
-                     compare_sequential: bool = False, progress: Optional[Progress] = None) -> TrainResult:
+                     agent: Optional[AgentOptions] = None, time_scale: float = 0.0, eval_frames: int = 600,
+                     compare_sequential: bool = False, progress: Optional[Progress] = None,
+                     eval_traces: Sequence[str] = ()) -> TrainResult:
     """dvfo-train in the twin: train ``policy`` (and, with ``compare_sequential``, the sequential ablation),
-    evaluate it against the oracle, and measure env steps to 95 % of the final return."""
+    evaluate it against the oracle on the training trace and on each of ``eval_traces`` (traces held
+    out from training: the figure that says how it will do on a robot's own network), and measure env
+    steps to 95 % of the final return."""
     window = curve_window(steps)
     runs = {policy: train_policy(setup, policy, steps, agent, time_scale, progress)}
     if compare_sequential and policy == "dvfo":
         runs["dvfo_sequential"] = train_policy(setup, "dvfo_sequential", steps, agent, time_scale, progress)
     main_run = runs[policy]
     ev = evaluate(setup, main_run["policy"], eval_frames) if eval_frames else {}
+    held = {t: evaluate(setup, main_run["policy"], eval_frames, t) for t in eval_traces} if eval_frames else {}
     summary: Dict[str, Any] = {"device": setup.device, "model": setup.model, "trace": setup.trace,
-                               "seed": setup.seed, "steps": steps, "eval": ev, "runs": {}}
+                               "seed": setup.seed, "steps": steps, "eval": ev, "eval_heldout": held, "runs": {}}
     for name, run in runs.items():
         summary["runs"][name] = {"wall_s": round(run["wall_s"], 2), "updates": run["updates"],
                                  "steps_to_95pct": steps_to_fraction(run["greedy_curve"], window, 0.95,
@@ -237,60 +251,90 @@ def train_experiment(setup: TwinSetup, policy: str = "dvfo", steps: int = 20000,
     meta = {"device": setup.device, "model": setup.model, "trace": setup.trace, "seed": setup.seed, "steps": steps,
             "fps": setup.fps, "reward": main_run["env"].reward_cfg.to_dict(),
             "curve_window_means": [float(np.mean(curve[i:i + window])) for i in range(0, len(curve), window)],
-            "eval": ev}
-    return TrainResult(policy, runs, summary, window, meta, best, ev)
+            "eval": ev, "eval_heldout": {t: round(h["cost_vs_oracle"], 4) for t, h in held.items()}}
+    return TrainResult(policy, runs, summary, window, meta, best, ev, held)
 
 
 # ---- dvfo-bench: policies side by side -------------------------------------------------------
 
 def run_bench(setup: TwinSetup, names: Sequence[str], frames: int = 1000, checkpoint: Optional[str] = None,
-              train_steps: int = 20000, agent: Optional[AgentOptions] = None, time_scale: float = 0.5,
-              static: Optional[Dict[str, float]] = None,
-              progress: Optional[Progress] = None) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
-    """Every named policy on the same frames; returns the rows and the one reward config they all used.
+              train_steps: Optional[int] = None, agent: Optional[AgentOptions] = None, time_scale: float = 0.0,
+              static: Optional[Dict[str, float]] = None, progress: Optional[Progress] = None,
+              train_trace: Optional[str] = None) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
+    """Every named policy on the same frames of ``setup.trace``; returns the rows and the one reward
+    config they all used (``run_bench_traces`` with one trace)."""
+    by_trace, cfg = run_bench_traces(setup, names, [setup.trace], frames, checkpoint, train_steps, agent,
+                                     time_scale, static, progress, train_trace)
+    return by_trace[setup.trace], cfg
 
-    A learnt policy runs from ``checkpoint`` when that holds it, else it is first trained for
-    ``train_steps`` frames on other frames (seed + 1). ``static``: the command of the "static" policy.
+
+def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[str], frames: int = 1000,
+                     checkpoint: Optional[str] = None, train_steps: Optional[int] = None,
+                     agent: Optional[AgentOptions] = None, time_scale: float = 0.0,
+                     static: Optional[Dict[str, float]] = None, progress: Optional[Progress] = None,
+                     train_trace: Optional[str] = None) -> Tuple[Dict[str, Rows], Dict[str, float]]:
+    """Every named policy on the same frames of each trace in ``traces``: {trace: rows}, and the one
+    reward config they all used.
+
+    A learnt policy runs from ``checkpoint`` when that holds it, else it is first trained (once, for
+    every trace) for ``train_steps`` frames on other frames (seed + 1) of ``train_trace``. Both
+    default to what the checkpoint was trained with (its steps and trace), so every learnt rival is
+    trained as long as, and on the networks that, the checkpoint's policy was; without a checkpoint:
+    20000 frames of ``setup.trace``. ``static``: the command of the "static" policy.
     """
     from dvfo_ros.core.mdp import RewardConfig
     from dvfo_ros.core.policies import POLICIES, load_checkpoint, make_policy, rollout
     default_cfg = setup.make_env().reward_cfg        # also: a bad profile or trace fails before anything runs
+    for trace in traces:
+        dataclasses.replace(setup, trace=trace).make_env()
     ck = load_checkpoint(checkpoint) if checkpoint else None
     # One reward config for every row: the checkpoint's own (E_ref, T_ref, SLO, eta) when it has
     # one, so the learnt policy is judged by the cost it was trained on and every rival by the same.
     trained_cfg = (ck or {}).get("meta", {}).get("reward")
     reward_cfg = RewardConfig(**trained_cfg) if trained_cfg else default_cfg
-    results: Dict[str, Dict[str, Any]] = {}
+    ck_meta = (ck or {}).get("meta", {})
+    train_steps = int(train_steps or ck_meta.get("steps") or 20000)
+    train_setup = dataclasses.replace(setup, seed=setup.seed + 1,
+                                      trace=train_trace or ck_meta.get("trace") or setup.trace)
+    learnt: Dict[str, Tuple[Any, str]] = {}
     for name in names:
-        env = setup.make_env()
-        env.reward_cfg = reward_cfg
-        kw: Dict[str, Any] = {}
-        if POLICIES[name].needs_env:          # oracle (bound) and neurosurgeon (latency model)
-            kw["env"] = env
-        if name == "static" and static:
-            kw["command"] = dict(static)
-        if name in LEARNT:
-            if ck is not None and ck["policy"] == name:
-                policy = make_policy(name, env.action_space, checkpoint=checkpoint, **ck["config"])
-                source = f"checkpoint {checkpoint}"
-            else:
-                policy = train_policy(dataclasses.replace(setup, seed=setup.seed + 1), name, train_steps, agent,
-                                      time_scale, progress)["policy"]
-                source = f"trained {train_steps} frames"
-            policy.train(False)
+        if name not in LEARNT:
+            continue
+        if ck is not None and ck["policy"] == name:
+            policy = make_policy(name, setup.make_env().action_space, checkpoint=checkpoint, **ck["config"])
+            learnt[name] = (policy, f"checkpoint {checkpoint}")
         else:
-            policy = make_policy(name, env.action_space, **kw)
-            source = {"oracle": "exhaustive search", "neurosurgeon": "latency model"}.get(name, "rule")
-        s = rollout(env, policy, frames).summary()
+            policy = train_policy(train_setup, name, train_steps, agent, time_scale, progress)["policy"]
+            learnt[name] = (policy, f"trained {train_steps} frames on {train_setup.trace}")
+        policy.train(False)
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for trace in traces:
+        results: Dict[str, Dict[str, Any]] = {}
+        for name in names:
+            env = dataclasses.replace(setup, trace=trace).make_env()
+            env.reward_cfg = reward_cfg
+            if name in learnt:
+                policy, source = learnt[name]
+            else:
+                kw: Dict[str, Any] = {}
+                if POLICIES[name].needs_env:          # oracle (bound) and neurosurgeon (latency model)
+                    kw["env"] = env
+                if name == "static" and static:
+                    kw["command"] = dict(static)
+                policy = make_policy(name, env.action_space, **kw)
+                source = {"oracle": "exhaustive search", "neurosurgeon": "latency model"}.get(name, "rule")
+            s = rollout(env, policy, frames).summary()
+            results[name] = {"energy_j_per_frame": s["energy_j_per_frame"],
+                             "soc_energy_j_per_frame": s["soc_energy_j_per_frame"],
+                             "latency_ms_mean": s["latency_ms_mean"], "latency_ms_p95": s["latency_ms_p95"],
+                             "accuracy": None, "accuracy_loss": s["accuracy_loss"], "reward_mean": s["reward_mean"],
+                             "cost_mean": s["cost_mean"], "slo_violations": s["slo_violations"],
+                             "decision_ms_p50": s["decision_ms_p50"], "decision_ms_p99": s["decision_ms_p99"],
+                             "source": source}
+        out[trace] = results
+    for policy, _ in learnt.values():
         policy.close()
-        results[name] = {"energy_j_per_frame": s["energy_j_per_frame"],
-                         "soc_energy_j_per_frame": s["soc_energy_j_per_frame"], "latency_ms_mean": s["latency_ms_mean"],
-                         "latency_ms_p95": s["latency_ms_p95"], "accuracy": None,
-                         "accuracy_loss": s["accuracy_loss"], "reward_mean": s["reward_mean"],
-                         "cost_mean": s["cost_mean"], "slo_violations": s["slo_violations"],
-                         "decision_ms_p50": s["decision_ms_p50"], "decision_ms_p99": s["decision_ms_p99"],
-                         "source": source}
-    return results, reward_cfg.to_dict()
+    return out, reward_cfg.to_dict()
 
 
 def _saving(ours: Dict[str, Any], theirs: Dict[str, Any], key: str) -> float:

@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 
 from dvfo_ros.core.policies.base import Policy, register
-from dvfo_ros.core.mdp import STATE_NAMES, STATE_SCALES, ActionSpace
+from dvfo_ros.core.mdp import ActionSpace, feature_value
 
-_BW = STATE_NAMES.index("bandwidth_mbps")
-_RTT = STATE_NAMES.index("rtt_ms")
 
 
 @register("neurosurgeon")
@@ -36,8 +34,8 @@ class NeurosurgeonPolicy(Policy):
         self._cands = [action_space.max_action(0.0), action_space.max_action(1.0)]
 
     def act(self, state: np.ndarray) -> np.ndarray:
-        bw = max(float(state[_BW]) * STATE_SCALES["bandwidth_mbps"], 0.05)
-        rtt = max(float(state[_RTT]) * STATE_SCALES["rtt_ms"], 0.0)
+        bw = max(feature_value(state, "bandwidth_mbps"), 0.05)
+        rtt = max(feature_value(state, "rtt_ms"), 0.0)
         col = 1 if self.objective == "latency" else 0
         scores = [self.env.predict(a, bw, rtt)[col] for a in self._cands]
         return self._cands[int(np.argmin(scores))].copy()

@@ -1,0 +1,107 @@
+"""The DVFO agent's parts: the xi-conditioned joint Q-table network and the shared replay buffer.
+
+The math is in ``dvfo.py``'s docstring; this file only holds the two data structures.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _layout(branches: Sequence[int], head: str = "xi") -> List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]]:
+    """Where each table sits in the head's output: (dims, start, stop, broadcast shape). ``head="xi"``:
+    xi alone, then each clock branch and each pair of clock branches, every one with xi as its last
+    dim (xi is the last branch); ``"pairwise"``: each branch and each pair of branches."""
+    n = [int(b) for b in branches]
+    xi = len(n) - 1
+    clocks = list(range(xi))
+    tables: List[Tuple[int, ...]] = [(xi,)] + [(d, xi) for d in clocks] + \
+        [(d, e, xi) for d, e in itertools.combinations(clocks, 2)]
+    if head == "pairwise":
+        tables = [(d,) for d in range(len(n))] + list(itertools.combinations(range(len(n)), 2))
+    out: List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]] = []
+    lo = 1
+    for dims in tables:
+        size = int(np.prod([n[d] for d in dims]))
+        shape = tuple(n[d] if d in dims else 1 for d in range(len(n)))
+        out.append((dims, lo, lo + size, shape))
+        lo += size
+    return out
+
+
+class PairwiseQNet(nn.Module):
+    """Shared trunk, then ONE linear layer emitting, for each of ``heads`` heads, V and every
+    xi-conditioned table (``_layout``). With several heads the policy's Q is their minimum (clipped
+    double Q, as in TD3): where data is thin the heads' extrapolations disagree and the minimum is
+    pessimistic, where data is rich they agree."""
+
+    def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128, head: str = "xi",
+                 heads: int = 1) -> None:
+        super().__init__()
+        self.branches = [int(n) for n in branches]
+        self.layout = _layout(self.branches, head)
+        self.heads = int(heads)
+        self.size = self.layout[-1][2]
+        self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.out = nn.Linear(hidden, self.heads * self.size)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Q of every joint action (the minimum over heads), shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
+        b = s.shape[0]
+        z = self.out(self.trunk(s)).view(b * self.heads, self.size)
+        q = z[:, :1].view(b * self.heads, 1, 1, 1, 1)
+        for _, lo, hi, shape in self.layout:
+            q = q + z[:, lo:hi].view(b * self.heads, *shape)
+        return q.view(b, self.heads, *q.shape[1:]).amin(dim=1)
+
+    def q_of(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) of the joint actions taken, per head: [batch, heads] (gathers the tables)."""
+        b = s.shape[0]
+        z = self.out(self.trunk(s)).view(b, self.heads, self.size)
+        q = z[:, :, 0]
+        n = self.branches
+        for dims, lo, _, _ in self.layout:
+            idx = a[:, dims[0]]
+            for d in dims[1:]:               # row-major flat index into the table
+                idx = idx * n[d] + a[:, d]
+            q = q + z[:, :, lo:].gather(2, idx.view(-1, 1, 1).expand(b, self.heads, 1)).squeeze(2)
+        return q
+
+
+class ReplayBuffer:
+    """Fixed-size ring of transitions, shared by the actor (append) and the learner (sample)."""
+
+    def __init__(self, capacity: int, state_dim: int, seed: int = 0) -> None:
+        self.capacity = int(capacity)
+        self.s = np.zeros((capacity, state_dim), np.float32)
+        self.s2 = np.zeros((capacity, state_dim), np.float32)
+        self.a = np.zeros((capacity, 4), np.int64)
+        self.explored = np.zeros((capacity, 4), np.float32)    # which branches were exploratory
+        self.r = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, np.float32)
+        self.size = 0
+        self._next = 0
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool,
+            explored: Optional[np.ndarray] = None) -> None:
+        with self._lock:
+            i = self._next
+            self.s[i], self.a[i], self.r[i], self.s2[i], self.done[i] = s, a, r, s2, float(done)
+            self.explored[i] = 0.0 if explored is None else explored
+            self._next = (i + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch: int) -> Tuple[np.ndarray, ...]:
+        with self._lock:
+            idx = self._rng.integers(0, self.size, size=batch)
+            return self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.done[idx], self.explored[idx]
+
+    def __len__(self) -> int:
+        return self.size
