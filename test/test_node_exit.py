@@ -69,12 +69,27 @@ def _node_whose_callback_fails(shutdown_after_s):
     return make
 
 
-def test_an_error_as_the_context_goes_down_is_a_stop_not_a_crash():
+@pytest.fixture
+def sigint_restored():
+    """run() ignores SIGINT once a node stops (right for a node's process, which then exits); in this
+    process every later subprocess (ros2 launch, dvfo-record) would inherit SIG_IGN and never stop."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_error_as_the_context_goes_down_is_a_stop_not_a_crash(sigint_restored):
     from dvfo_ros.nodes.spin import run
     assert run(_node_whose_callback_fails(shutdown_after_s=0.2), args=[]) == 0
 
 
-def test_an_error_while_the_context_stays_up_still_crashes():
+def test_an_error_while_the_context_stays_up_still_crashes(sigint_restored):
     from dvfo_ros.nodes.spin import run
     with pytest.raises(RuntimeError, match="Unable to convert"):
         run(_node_whose_callback_fails(shutdown_after_s=None), args=[])
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN      # what the fixture puts back
+
+
+def test_the_suite_leaves_sigint_to_its_subprocesses():
+    """After the in-process run() tests, a subprocess still stops on SIGINT (it inherits the disposition)."""
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
