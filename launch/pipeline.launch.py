@@ -20,7 +20,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, GroupAction, L
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, PushROSNamespace
 
-from dvfo_ros.nodes.graph import CLOUD_EXECUTABLE, NODES, cloud_arguments
+from dvfo_ros.nodes.graph import CLOUD_EXECUTABLE, NODES, cloud_arguments, linked_params
 
 # launch argument -> the (node, parameter) pairs it overrides when given
 OVERRIDES = {
@@ -67,6 +67,11 @@ def _launch(context):
     overrides = _overrides(context)
     image_topic = LaunchConfiguration("image_topic").perform(context).strip()
     use_camera = _truthy(LaunchConfiguration("use_camera").perform(context))
+    from_file = load_params(params_file, namespace=_namespace(context, ns))
+    if use_camera:   # the executor checks its input rate against the camera it is launched with
+        linked = linked_params(from_file.get("camera", {}), from_file.get("executor", {}))
+        if linked:
+            overrides.setdefault("executor", {}).update(linked)
     actions = []
     for spec in NODES:
         if spec.name == "camera" and not use_camera:
@@ -79,7 +84,7 @@ def _launch(context):
                             parameters=parameters, remappings=remaps))
     # The cloud: the executor's section of the params file as rcl applies it in this namespace (the
     # same parser dvfo-pipeline uses), with the launch arguments given, through cloud_arguments.
-    executor = dict(load_params(params_file, namespace=_namespace(context, ns)).get("executor", {}))
+    executor = dict(from_file.get("executor", {}))
     executor.update(overrides.get("executor", {}))
     endpoint = str(executor.get("cloud_endpoint", "tcp://127.0.0.1:5555") or "")
     if _truthy(LaunchConfiguration("start_cloud").perform(context)):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A colcon workspace with the real `ros2 launch` (launch, launch_ros, ros2launch, ros2cli, ros2pkg and
-# composition_interfaces from ../shared/ros2-src) and a copy of a dvfo_ros checkout, built with the
-# venv's ROS 2 wheels, the way test/test_ros2_launch.py builds one (about 40-60 s on 2 cores):
+# composition_interfaces from ../shared/ros2-src), vision_msgs (so the executor publishes
+# dvfo/classification and dvfo/label_info) and a copy of a dvfo_ros checkout, built with the venv's ROS 2
+# wheels, the way test/test_ros2_launch.py builds one (about 60-120 s on 2 cores):
 #
 #   scripts/build_ros2_ws.sh DEST [TREE]      # TREE: the checkout to copy (default: this one)
 #   dvfo-bench overhead --ros2-ws DEST ...    # then the launched row runs `ros2 launch` from DEST
@@ -15,7 +16,7 @@ py=${PYTHON:-$tree/.venv/bin/python}
 venv=$(cd "$(dirname "$py")/.." && pwd -P)
 mkdir -p "$dest/src"
 dest=$(cd "$dest" && pwd)
-for pkg in launch launch_ros ros2launch ros2cli ros2pkg composition_interfaces; do
+for pkg in launch launch_ros ros2launch ros2cli ros2pkg composition_interfaces vision_msgs; do
   [ -d "$ros2_src/$pkg" ] || { echo "build_ros2_ws: no $pkg in $ros2_src (set DVFO_ROS2_SRC)" >&2; exit 2; }
   rm -rf "${dest:?}/src/$pkg" && cp -r "$ros2_src/$pkg" "$dest/src/$pkg"
 done

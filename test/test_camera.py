@@ -24,7 +24,7 @@ def test_image_fields_round_trip_and_bgr():
 
 @pytest.mark.parametrize("args", [
     (5, 7, "rgb8", 21, b"\x00" * 20),          # too short
-    (5, 7, "yuv422", 14, b"\x00" * 70),        # unsupported encoding
+    (5, 7, "32FC1", 28, b"\x00" * 140),        # unsupported encoding (a depth image)
     (0, 7, "rgb8", 21, b""),                   # empty
     (5, 7, "rgb8", 3, b"\x00" * 105),          # step smaller than a row
 ])

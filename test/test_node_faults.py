@@ -51,8 +51,9 @@ def test_executor_answers_a_malformed_frame_logs_it_and_serves_the_next(capfd):
         pub.publish(_image())
         assert spin_until(ctx, [ex, probe], lambda: len(results) >= 2)
         bad, good = results[0], results[1]
-        assert bad.fallback and "malformed frame" in bad.fallback_reason and bad.top_classes.tolist() == []
-        assert len(good.top_classes) == 5 and "malformed" not in good.fallback_reason
+        assert bad.error and "malformed image" in bad.error_reason and bad.top_classes.tolist() == []
+        assert not bad.fallback                                   # a bad frame is an error, not a cloud fallback
+        assert len(good.top_classes) == 5 and not good.error
         ex.destroy_node()
         probe.destroy_node()
     assert "malformed image" in capfd.readouterr().err           # and it is in the log
@@ -87,17 +88,17 @@ def test_executor_ignores_a_nan_action_and_survives_an_inference_fault(capfd):
         for n in range(3):
             img_pub.publish(_image())
             assert spin_until(ctx, [ex, probe], lambda: len(results) >= n + 1)
-        assert all(r.fallback and "inference failed" in r.fallback_reason for r in results[:3])
+        assert all(r.error and "inference failed" in r.error_reason for r in results[:3])
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
         diags = []
         probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, QoSProfile(depth=10))
         assert spin_until(ctx, [ex, probe], lambda: any(
-            st.name == "dvfo_ros/executor" and st.level == DiagnosticStatus.ERROR for d in diags for st in d.status),
+            st.name == "executor: inference" and st.level == DiagnosticStatus.ERROR for d in diags for st in d.status),
             timeout_s=5)
         ex.engine.process = real_process
         img_pub.publish(_image())
         assert spin_until(ctx, [ex, probe], lambda: len(results) >= 4)
-        assert not results[3].fallback and len(results[3].top_classes) == 5
+        assert not results[3].error and len(results[3].top_classes) == 5
         ex.destroy_node()
         probe.destroy_node()
     err = capfd.readouterr().err
@@ -160,7 +161,9 @@ def test_governor_refused_write_is_an_error_in_state_and_diagnostics_and_it_keep
         assert spin_until(ctx, [gov, probe], lambda: len(states) >= n + 3)   # still publishing
         errored = [s for s in states if s.error][0]
         assert "max_freq" in errored.error or "gpu" in errored.error.lower()
-        assert any(d.status[0].level == DiagnosticStatus.ERROR for d in diags)
+        assert spin_until(ctx, [gov, probe], lambda: any(d.status[0].level == DiagnosticStatus.ERROR
+                                                         and "refused" in d.status[0].message for d in diags),
+                          timeout_s=3)                      # in the next 1 Hz /diagnostics
         gov.destroy_node()
         probe.destroy_node()
     assert "refused" in capfd.readouterr().err

@@ -24,7 +24,7 @@ def _statuses(ctx, nodes, probe, cond, timeout_s=5.0):
     seen = []
     probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: seen.extend(m.status), QoSProfile(depth=10))
     spin_until(ctx, nodes + [probe], lambda: any(cond(s) for s in seen), timeout_s=timeout_s)
-    return [s for s in seen if s.name == "dvfo_ros/executor"]
+    return [s for s in seen if s.name == "executor: inference"]
 
 
 def test_executor_on_untrained_weights_warns_in_log_and_diagnostics(capfd):
@@ -35,7 +35,7 @@ def test_executor_on_untrained_weights_warns_in_log_and_diagnostics(capfd):
         probe = Node("probe", context=ctx)
         err = capfd.readouterr().err
         assert "WARN" in err and "UNTRAINED" in err and FIX in err
-        st = _statuses(ctx, [ex], probe, lambda s: s.name == "dvfo_ros/executor")
+        st = _statuses(ctx, [ex], probe, lambda s: s.name == "executor: inference")
         assert st and st[-1].level == DiagnosticStatus.WARN and FIX in st[-1].message
         values = {kv.key: kv.value for kv in st[-1].values}
         assert values["weights"] == "UNTRAINED" and values["timing"] == "measured on this machine"
@@ -60,8 +60,9 @@ def test_executor_with_an_artifact_does_not_warn(tmp_path, monkeypatch, capfd):
         ex = _executor(ctx, artifact=path)
         probe = Node("probe", context=ctx)
         assert "UNTRAINED" not in capfd.readouterr().err
-        st = _statuses(ctx, [ex], probe, lambda s: s.name == "dvfo_ros/executor")
-        assert st and st[-1].level == DiagnosticStatus.OK
+        st = _statuses(ctx, [ex], probe, lambda s: s.name == "executor: inference")
+        # no frames yet is the one WARN left (no input is never "OK"); nothing about the weights
+        assert st and st[-1].level == DiagnosticStatus.WARN and st[-1].message == "no frames in the last 5 s"
         assert {kv.key: kv.value for kv in st[-1].values}["weights"].startswith("resnet18-s")
         ex.destroy_node()
         probe.destroy_node()

@@ -3,6 +3,8 @@
     dvfo-artifact train --model resnet18 --dataset digits          # ~2 min on 2 CPU cores
     dvfo-artifact train --model resnet18 --dataset digits --quick  # what `make setup` runs
     dvfo-artifact list
+    dvfo-artifact import --arch resnet18 --state-dict my.pt --labels labels.txt --dataset my_images \
+        --out my_resnet18.pt                                       # your own model (TorchScript: --torchscript)
     python -m dvfo_ros.cli.artifact ...                            # the same from a colcon install
 
 Artifacts go to a per-user location every install searches: $DVFO_ARTIFACT_DIR, else
@@ -48,6 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue training from the existing artifact")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("list", help="the artifacts every install finds, in search order")
+    i = sub.add_parser("import", help="your own model: a zoo architecture + its weights + a labels file")
+    i.add_argument("--arch", required=True, help="torchvision architecture of the weights (resnet18, mobilenet_v2, "
+                   "efficientnet_b0)")
+    w = i.add_mutually_exclusive_group(required=True)
+    w.add_argument("--state-dict", help="torch.save(model.state_dict()) file (loaded weights-only)")
+    w.add_argument("--torchscript", help="TorchScript file of the same architecture (its weights are read; it is "
+                   "cut as the eager architecture)")
+    i.add_argument("--labels", required=True, help="class names, one per line, in the model's output order")
+    i.add_argument("--out", required=True, help="artifact file to write (.pt); the executor's 'artifact' parameter")
+    i.add_argument("--dataset", default="", help="ImageFolder whose class folders are the labels: trains the "
+                   "attention, cloud tail and lambda (without it offloading stays untuned; xi = 0 is your model)")
+    i.add_argument("--input-size", type=int, default=224, help="image side in px the model runs at")
+    i.add_argument("--split", type=int, default=None, help="stage index of the cut (default: the model's)")
+    i.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides --epochs)")
+    i.add_argument("--epochs", type=float, default=None, help="epochs on --dataset (default 3)")
+    i.add_argument("--budget-s", type=float, default=None, help="training time budget (s)")
+    i.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    i.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (a fine-tune of your weights)")
+    i.add_argument("--max-val", type=int, default=None, help="choose lambda on the first N validation images")
+    i.add_argument("--calib-images", type=int, default=None, help="images for the BatchNorm calibration")
+    i.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -69,6 +93,28 @@ def _train(args: argparse.Namespace) -> int:
                       max_val=args.max_val, resume=args.resume)
     train_artifact(job, out_dir=args.out_dir, force=args.force, progress=not args.no_progress,
                    log=lambda s: print(f"[{PROG}] {s}", flush=True))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dvfo_ros.core.inference.models import ZOO
+    if args.arch not in ZOO:
+        return error(PROG, f"--arch {args.arch}: choose one of {', '.join(ZOO)} (the architectures with stage "
+                           "lists and slimmable tails)")
+    for name in ("steps", "budget_s", "input_size", "batch_size", "max_val", "calib_images"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            return error(PROG, f"--{name.replace('_', '-')} must be positive, got {value}")
+    import torch
+    from dvfo_ros.core.inference.artifacts import ImportJob, import_artifact
+    torch.set_num_threads(max(1, args.threads))
+    job = ImportJob(arch=args.arch, weights=args.state_dict or args.torchscript, labels=args.labels,
+                    dataset=args.dataset, input_size=args.input_size, split=args.split, steps=args.steps,
+                    epochs=args.epochs, budget_s=args.budget_s, batch_size=args.batch_size, lr=args.lr,
+                    max_val=args.max_val, calib_images=args.calib_images)
+    import_artifact(job, args.out, progress=not args.no_progress, log=lambda s: print(f"[{PROG}] {s}", flush=True))
+    print(f"run it: executor --ros-args -p model:={args.arch} -p artifact:={args.out}  "
+          f"(the cloud: dvfo-cloud --model {args.arch} --artifact {args.out})")
     return 0
 
 
@@ -97,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "import":
+        return _import(args)
     return _list()
 
 

@@ -183,7 +183,7 @@ def synth(out: str, frames: int, policy: str = "ondemand", storage: str = "mcap"
                 transfer_ms=float(info["transfer_ms"]), cloud_ms=0.0, total_ms=float(info["latency_ms"]),
                 energy_j=float(info["energy_j"]), offload_ratio=float(cmd["offload_ratio"]), fusion_weight=-1.0,
                 bytes_sent=int(info["bytes_sent"]), cloud_used=cmd["offload_ratio"] > 0, fallback=False,
-                fallback_reason=""))
+                fallback_reason="", error=False, error_reason=""))
             reward = float("nan") if nan_every and i % nan_every == nan_every - 1 else float(r)
             w.write(T["transition"], ts + period_ns // 2 + 1000, Tr(
                 header=hdr, step=i, policy=policy, eta=float(eta), state_names=names,

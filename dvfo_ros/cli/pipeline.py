@@ -170,9 +170,10 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
 
     from dvfo_ros.core.io.summary import summarise
     from dvfo_ros.msg import InferenceResult
-    from dvfo_ros.nodes.graph import NODES
+    from dvfo_ros.nodes.graph import NODES, linked_params
 
     params.setdefault("camera", {})["max_frames"] = int(frames)
+    params.setdefault("executor", {}).update(linked_params(params["camera"], params["executor"]))
     child = ensure_cloud(params, log)
     results: List[Dict[str, Any]] = []
     nodes: List[Any] = []

@@ -62,15 +62,20 @@ def cpu_clock_hz_from_cpuinfo(root: str = "/") -> int:
         return 0
 
 
-def measure_stages(model_name: str, input_size: int, repeats: int, warmup: int) -> Tuple[List[str], np.ndarray]:
-    """Per-stage wall time (s) of one frame: names and an array [repeats, stages]."""
+def measure_stages(model_name: str, input_size: int, repeats: int, warmup: int,
+                   device: str = "cpu", fp16: bool = False) -> Tuple[List[str], np.ndarray]:
+    """Per-stage wall time (s) of one frame on the executor's device (``device``/``fp16`` as its parameters):
+    names and an array [repeats, stages]. On CUDA each stage is timed to its end (synchronised)."""
     import torch
 
+    from dvfo_ros.core.inference.device import resolve_device, synchronize
     from dvfo_ros.core.inference.models import backbone_stages, build_model
 
-    model = build_model(model_name, num_classes=1000)
+    place = resolve_device(device, fp16)
+    model = build_model(model_name, num_classes=1000).to(place.device, place.dtype)
     stages = backbone_stages(model_name, model)
-    x0 = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)).to(
+        place.device, place.dtype)
     times = np.zeros((repeats, len(stages)))
     with torch.inference_mode():
         for r in range(warmup + repeats):
@@ -78,6 +83,7 @@ def measure_stages(model_name: str, input_size: int, repeats: int, warmup: int) 
             for i, (_, module) in enumerate(stages):
                 t0 = time.perf_counter()
                 x = module(x)
+                synchronize(place)
                 dt = time.perf_counter() - t0
                 if r >= warmup:
                     times[r - warmup, i] = dt
@@ -149,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="raw measurements CSV (default: <out>.csv)")
     p.add_argument("--plot", default=None, help="optional PNG: measured vs fitted stage latency")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the network runs, as the executor's 'device' parameter (measure what it will use)")
+    p.add_argument("--fp16", action="store_true", help="half precision on CUDA, as the executor's 'fp16'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -165,8 +174,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                          ("--levels", args.levels, 1), ("--threads", args.threads, 1), ("--warmup", args.warmup, 0)):
         if val < lo:
             problems.append(f"{opt} must be >= {lo}")
+    from dvfo_ros.core.inference.device import DeviceError, resolve_device
+    try:
+        place = resolve_device(args.device, args.fp16)
+    except DeviceError as e:
+        problems.append(f"--device: {e}")
     if problems:
         return error("dvfo-profile", problems[0])
+    print(f"measuring the network on {place.note}")
     try:
         return run(args, models)
     except KeyboardInterrupt:
@@ -224,7 +239,7 @@ def run(args: argparse.Namespace, models: List[str]) -> int:
             for model in models:
                 bar.set_postfix_str(f"{model} cpu {cpu_hz / 1e6:.0f} gpu {gpu_hz / 1e6:.0f} emc {emc_hz / 1e6:.0f} MHz")
                 e0, t0 = backend.read().energy_j, time.monotonic()
-                names, times = measure_stages(model, args.input_size, args.repeats, args.warmup)
+                names, times = measure_stages(model, args.input_size, args.repeats, args.warmup, args.device, args.fp16)
                 after = backend.read()
                 wall = time.monotonic() - t0
                 work = model_workload(model, split=1, input_size=args.input_size)

@@ -1,32 +1,39 @@
 """executor node: runs every camera frame through the collaborative DNN and reports what it cost.
 
     ros2 run dvfo_ros executor --ros-args -p model:=resnet18 -p cloud_endpoint:=tcp://10.0.0.5:5555
-Subscribes camera/image_raw, camera/label, dvfo/action, dvfo/device_state; publishes dvfo/inference
-(one InferenceResult for EVERY frame, edge-only when the cloud misses the deadline) and
-dvfo/observation (the state the policy sees). The action that arrives while a frame runs applies
-from the next frame on (DVFO's thinking-while-moving).
+Subscribes camera/image_raw (any encoding of core.io.encodings; best effort) and camera/image_raw/compressed
+(JPEG/PNG), camera/label, dvfo/action, dvfo/device_state; publishes dvfo/inference (one InferenceResult for
+EVERY frame: edge-only when the cloud misses the deadline, ``error`` when the frame cannot be classified),
+dvfo/classification and dvfo/label_info (vision_msgs, where installed) and dvfo/observation (the state the
+policy sees). Every topic's QoS can be overridden (qos_overrides.<topic>.* parameters).
+The action that arrives while a frame runs applies from the next frame on (DVFO's thinking-while-moving).
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage, Image
 
 from dvfo_ros.core.io import camera as cam
+from dvfo_ros.core.io.labels import class_names
+from dvfo_ros.core.diag import WARN, Status, StreamHealth, merge
 from dvfo_ros.core.inference.artifacts import untrained_warning
-from dvfo_ros.core.inference.edge import Clocks, EdgeInference
+from dvfo_ros.core.inference.device import DEVICES, resolve_device
+from dvfo_ros.core.inference.edge import Clocks, EdgeInference, resize_mode
 from dvfo_ros.core.inference.models import ZOO
 from dvfo_ros.core.inference.spec import ModelSpec
 from dvfo_ros.core.mdp.observation import ObservationTracker
 from dvfo_ros.core.policies.base import reads_importance
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
-from dvfo_ros.nodes.params import Param, ParamSet, diag_name
+from dvfo_ros.nodes import bridge, qos
+from dvfo_ros.nodes.diagnostics import WINDOW, Diagnostics, monotonic
+from dvfo_ros.nodes.params import Param, ParamSet
 from dvfo_ros.nodes.spin import run
+from dvfo_ros.nodes.vision import VisionOutputs
 
 PARAMS = [
     Param("model", "resnet18", "zoo model", choices=ZOO, read_only=True),
@@ -52,6 +59,17 @@ PARAMS = [
     Param("curve_client_key", "", "this client's secret key file (CurveZMQ)", read_only=True),
     Param("threads", 1, "torch CPU threads", 1, 64, read_only=True),
     Param("queue_depth", 10, "camera frames buffered while one is being processed", 1, 1000, read_only=True),
+    Param("device", "cpu", "where the edge head, attention and tail run: cpu, cuda, or auto (CUDA when torch "
+          "sees a GPU, else CPU); cuda without a GPU is refused at start", choices=DEVICES, read_only=True),
+    Param("fp16", False, "half precision on CUDA (on the CPU the network stays fp32; the log says so once)",
+          read_only=True),
+    Param("keep_aspect", False, "letterbox: scale the long side to input_size, pad the rest (no stretching)"),
+    Param("crop", False, "centre-crop the frame to a square before resizing (excludes keep_aspect)"),
+    Param("expected_fps", 10.0, "camera rate /diagnostics checks the input against (0 = no frequency check)",
+          0.0, 1000.0),
+    Param("frequency_tolerance", 0.1, "input rate outside expected_fps x (1 +- this) is a WARN", 0.0, 1.0),
+    Param("input_timeout_s", 2.0, "no frame for this long is a stale-input ERROR in /diagnostics", 0.1, 3600.0),
+    WINDOW,
     Param("importance", "auto", "attention importance summary in dvfo/observation: always = every frame; auto = "
           "on frames that offload, or while the policy reads it or dvfo/transition is recorded",
           choices=("auto", "always")),
@@ -61,7 +79,7 @@ PARAMS = [
 class ExecutorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("executor", **kwargs)
-        self.params = ParamSet(self, PARAMS)
+        self.params = ParamSet(self, PARAMS, on_change=self._on_change)
         p = self.params.values
         import torch
         torch.set_num_threads(p["threads"])
@@ -72,7 +90,9 @@ class ExecutorNode(Node):
                                                                                spec.artifact == "none")
         self.timing_note = "measured on this machine"
         self.link = self._open_link(p)
-        self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"])
+        placement = resolve_device(p["device"], p["fp16"])      # cuda without CUDA: DeviceError, one line
+        self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"], placement=placement,
+                                    resize=resize_mode(p["keep_aspect"], p["crop"]))
         self.twin_for: Optional[str] = None
         self.obs = ObservationTracker()
         self.action: Tuple[float, float] = (p["offload_ratio"], p["fusion_weight"])
@@ -82,22 +102,31 @@ class ExecutorNode(Node):
         self.recording = True    # something may record dvfo/transition: the graph says, once a second
         self.frames_seen = 0
         self._last_stamp_s = 0.0
-        self.result_pub = self.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=100))
-        self.obs_pub = self.create_publisher(Observation, "dvfo/observation", QoSProfile(depth=10))
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.result_pub = qos.publisher(self, InferenceResult, "dvfo/inference", QoSProfile(depth=100))
+        self.obs_pub = qos.publisher(self, Observation, "dvfo/observation", QoSProfile(depth=10))
+        meta = self.model.meta
+        self.vision = VisionOutputs(self, class_names(meta), int(meta["num_classes"]))
+        self.bridge = bridge.cv_bridge()
         self.counts = {"frames": 0, "fallbacks": 0, "cloud_used": 0, "failed": 0}
-        self.last_fallback_reason = ""
-        self.create_timer(1.0, self._publish_diagnostics)
-        self.create_subscription(FrameLabel, "camera/label", self._on_label, QoSProfile(depth=50))
-        sensor_qos = QoSProfile(depth=p["queue_depth"], reliability=qos_profile_sensor_data.reliability,
-                                durability=qos_profile_sensor_data.durability)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos)
-        self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
-        self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
+        self.health = StreamHealth(p["diagnostic_window_s"], p["expected_fps"], p["frequency_tolerance"],
+                                   p["input_timeout_s"], what="frames")
+        self.diagnostics = Diagnostics(self)
+        self.diagnostics.add("inference", self._inference_status)
+        self.diagnostics.add("camera input", lambda now: self.health.input_status(now))
+        self.create_timer(1.0, self._check_recording)
+        qos.subscription(self, FrameLabel, "camera/label", self._on_label, QoSProfile(depth=50))
+        image_topic = self.resolve_topic_name("camera/image_raw")
+        qos.subscription(self, Image, image_topic, self._on_image, qos.sensor_sub(p["queue_depth"]))
+        qos.subscription(self, CompressedImage, image_topic + "/compressed", self._on_compressed,
+                         qos.sensor_sub(p["queue_depth"]))
+        qos.subscription(self, DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
+        qos.subscription(self, DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
         self.get_logger().info(
             f"{self.model.meta['model']} split {self.model.meta['split']} "
             f"({self.model.meta.get('dataset', 'untrained')}), "
-            f"cloud {p['cloud_endpoint'] or 'off'}, deadline {p['deadline_ms']} ms")
+            f"cloud {p['cloud_endpoint'] or 'off'}, deadline {p['deadline_ms']} ms, input {image_topic} "
+            f"(+/compressed) via {'cv_bridge' if self.bridge else 'built-in conversion'}; "
+            f"edge network on {placement.note}; frames {self.engine.resize}")
         if self.untrained:
             self.get_logger().warning(self.untrained)
 
@@ -128,6 +157,7 @@ class ExecutorNode(Node):
     def _on_state(self, msg: DeviceState) -> None:
         self.clocks = Clocks(msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz, msg.power_w)
         self.obs.on_device_state(msg)
+        self.diagnostics.on_device_state(msg.backend, msg.profile)
         self._maybe_use_twin(msg.backend, msg.profile)
 
     def _maybe_use_twin(self, backend: str, profile: str) -> None:
@@ -151,43 +181,55 @@ class ExecutorNode(Node):
         self.get_logger().info(f"timing: {self.timing_note}: edge ms and J in dvfo/inference are the device "
                                f"twin's (backend {backend or '?'}, timing={mode})")
 
-    def _publish_diagnostics(self) -> None:
-        """Fallbacks and link health for rqt_robot_monitor / diagnostic_aggregator, once a second."""
+    def _on_change(self, new: Dict[str, Any]) -> Optional[str]:
+        try:
+            mode = resize_mode(new["keep_aspect"], new["crop"])
+        except ValueError as e:
+            return str(e)
+        if hasattr(self, "engine"):
+            self.engine.resize = mode
+            self.health.freq.expected_hz, self.health.freq.tolerance = new["expected_fps"], new["frequency_tolerance"]
+            self.health.stale.timeout_s = new["input_timeout_s"]
+        return None
+
+    def _check_recording(self) -> None:
         self.recording = self.count_subscribers("dvfo/transition") > 0
-        st = DiagnosticStatus(name=diag_name(self, "dvfo_ros/executor"),
-                              hardware_id=str(self.params["cloud_endpoint"] or "edge-only"))
-        c = self.counts
-        recent = c["fallbacks"] - getattr(self, "_fallbacks_at_last_diag", 0)
-        self._fallbacks_at_last_diag = c["fallbacks"]
-        if c["failed"]:
-            st.level, st.message = DiagnosticStatus.ERROR, f"{c['failed']} frames failed inference"
-        elif recent:
-            st.level, st.message = DiagnosticStatus.WARN, f"{recent} frames fell back to edge-only: " \
-                f"{self.last_fallback_reason}"
-        elif self.untrained:
-            st.level, st.message = DiagnosticStatus.WARN, self.untrained
-        else:
-            st.level, st.message = DiagnosticStatus.OK, "frames flowing"
+
+    def _inference_status(self, now: float) -> Status:
+        """Failures (ERROR) and cloud fallbacks (WARN) over the sliding window, untrained weights (WARN)."""
+        parts = [self.health.kinds_status(now)]
+        if self.untrained:
+            parts.append(Status(WARN, self.untrained))
+        st = merge(parts)
         stats = dict(self.link.stats) if self.link is not None else {}
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in list(c.items()) + sorted(stats.items())]
-        st.values += [KeyValue(key="timing", value=self.timing_note),
-                      KeyValue(key="importance", value="every frame" if self._wants_importance() else
-                               f"offloaded frames only ({self.obs.policy} reads none, nothing records it)"),
-                      KeyValue(key="weights", value="UNTRAINED" if self.untrained else
-                               str(self.model.meta.get("artifact_id", "trained")))]
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        st.add(**self.counts, **dict(sorted(stats.items())))
+        return st.add(timing=self.timing_note, device=self.engine.placement.note,
+                      importance="every frame" if self._wants_importance() else
+                      f"offloaded frames only ({self.obs.policy} reads none, nothing records it)",
+                      weights="UNTRAINED" if self.untrained else str(self.model.meta.get("artifact_id", "trained")))
 
     def _publish_result(self, out: InferenceResult) -> None:
         self.counts["frames"] += 1
         self.counts["fallbacks"] += int(out.fallback)
+        self.counts["failed"] += int(out.error)
         self.counts["cloud_used"] += int(out.cloud_used)
-        if out.fallback:
-            self.last_fallback_reason = out.fallback_reason
+        kinds = ("failed",) if out.error else ("fallback",) if out.fallback else ()
+        self.health.add(monotonic(), *kinds, reason=out.error_reason if out.error else out.fallback_reason)
         self.result_pub.publish(out)
 
     def _on_image(self, msg: Image) -> None:
+        self._on_frame(msg, lambda: bridge.image_to_rgb(self.bridge, msg))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._on_frame(msg, lambda: bridge.compressed_to_rgb(self.bridge, msg))
+
+    def _fail(self, out: InferenceResult, reason: str) -> None:
+        """A frame that cannot be classified: an error result for its seq, one throttled log line."""
+        self.get_logger().error(f"frame {out.seq}: {reason}", throttle_duration_sec=5.0)
+        out.error, out.error_reason = True, reason
+        self._publish_result(out)
+
+    def _on_frame(self, msg: Any, to_rgb: Callable[[], Any]) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         seq, label = self.labels.pop(key, (self.frames_seen, -1))
         self.frames_seen += 1
@@ -198,11 +240,12 @@ class ExecutorNode(Node):
         out.split_index = int(self.model.meta["split"])
         out.label = label
         try:
-            rgb = cam.image_from_fields(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+            rgb = to_rgb()
         except cam.CameraError as e:
-            self.get_logger().error(f"frame {seq}: {e}", throttle_duration_sec=5.0)
-            out.fallback, out.fallback_reason = True, f"malformed frame: {e}"
-            self._publish_result(out)
+            self._fail(out, f"bad frame: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. cv2.error on a frame OpenCV chokes on: still one bad frame
+            self._fail(out, f"bad frame: conversion failed ({type(e).__name__}: {e})")
             return
         xi, lam = self.action
         stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -214,10 +257,7 @@ class ExecutorNode(Node):
             r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms,
                                     importance=self._wants_importance())
         except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
-            self.get_logger().error(f"frame {seq}: inference failed: {e}", throttle_duration_sec=5.0)
-            out.fallback, out.fallback_reason = True, f"inference failed: {e}"
-            self.counts["failed"] += 1
-            self._publish_result(out)
+            self._fail(out, f"inference failed: {e}")
             return
         out.top_classes, out.top_scores = r.top_classes, r.top_scores
         out.correct = label >= 0 and bool(r.top_classes) and r.top_classes[0] == label
@@ -227,6 +267,7 @@ class ExecutorNode(Node):
         out.bytes_sent, out.cloud_used, out.fallback = r.bytes_sent, r.cloud_used, r.fallback
         out.fallback_reason = r.fallback_reason
         self._publish_result(out)
+        self.vision.publish(msg.header, r.top_classes, r.top_scores)
         names, values = self.obs.on_frame(r, period_ms)
         ob = Observation()
         ob.header = msg.header

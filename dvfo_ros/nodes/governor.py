@@ -1,23 +1,25 @@
 """governor node: applies the policy's clocks on a hardware backend and reports what applies.
 
     ros2 run dvfo_ros governor --ros-args -p backend:=sim -p profile:=xavier_nx
-Subscribes dvfo/action; publishes dvfo/device_state at ``rate_hz`` and /diagnostics.
+Subscribes dvfo/action; publishes dvfo/device_state at ``rate_hz`` (and at once when an action changes what
+applies) and /diagnostics once a second ("governor: clocks": ERROR while a refused write is in the window).
 Every setting it changes is put back when it exits (normal exit, SIGINT, SIGTERM, exception); after a
 SIGKILL its watchdog process does it from the state file (core/hardware/state.py), else its next start.
 """
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any, Dict, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from dvfo_ros.core.diag import ERROR, WARN, EventWindow, Status, hardware_id
 from dvfo_ros.core.hardware import BACKENDS, guard_clocks, open_backend, recover_leftover_clocks, thermal_cap
 from dvfo_ros.msg import DeviceState, DvfoAction
-from dvfo_ros.nodes.params import Param, ParamSet, diag_name
+from dvfo_ros.nodes import qos
+from dvfo_ros.nodes.diagnostics import WINDOW, Diagnostics, monotonic
+from dvfo_ros.nodes.params import Param, ParamSet
 from dvfo_ros.nodes.spin import run
 
 PARAMS = [
@@ -29,6 +31,7 @@ PARAMS = [
     Param("rate_hz", 10.0, "DeviceState publishing rate", 0.1, 1000.0),
     Param("thermal_limit_c", 85.0, "above this temperature clocks are capped whatever the policy says",
           30.0, 110.0),
+    WINDOW,
 ]
 
 
@@ -47,11 +50,13 @@ class GovernorNode(Node):
         self.last_error = ""
         self.thermal_capped = False
         self.actions_applied = 0
-        self._last_diag: tuple = (0.0, None)      # (monotonic time, (level, message)) of the last /diagnostics
+        self.actions = EventWindow(p["diagnostic_window_s"])   # applied actions, "refused" when a write failed
         self._last_request: Optional[tuple] = None   # the last action's clocks, capped, and its outcome
-        self.state_pub = self.create_publisher(DeviceState, "dvfo/device_state", QoSProfile(depth=10))
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.create_subscription(DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
+        self.state_pub = qos.publisher(self, DeviceState, "dvfo/device_state", QoSProfile(depth=10))
+        self.diagnostics = Diagnostics(self, hardware_id(self.backend.name, str(getattr(self.backend, "profile", "")),
+                                                         p["sysfs_root"]))
+        self.diagnostics.add("clocks", self._clock_status)
+        qos.subscription(self, DvfoAction, "dvfo/action", self._on_action, QoSProfile(depth=10))
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._publish_state)
         self.get_logger().info(f"backend {self.backend.name} ({getattr(self.backend, 'profile', '')}); "
                                f"levels cpu {len(self.table.cpu)} gpu {len(self.table.gpu)} emc {len(self.table.emc)}")
@@ -77,6 +82,7 @@ class GovernorNode(Node):
         settable = {d: (want[d] or None) if self.table.levels(d) else None for d in want}
         result = self.backend.apply(settable["cpu"], settable["gpu"], settable["emc"])
         self.actions_applied += 1
+        self.actions.add(monotonic(), *(("refused",) if result.errors else ()), reason="; ".join(result.errors))
         if result.errors:
             self.last_error = "; ".join(result.errors)
             self.get_logger().error(f"refused: {self.last_error}")
@@ -103,32 +109,24 @@ class GovernorNode(Node):
         msg.thermal_capped = self.thermal_capped
         msg.error = self.last_error
         self.state_pub.publish(msg)
-        self._publish_diagnostics(msg)
+        self._last_state = msg
 
-    def _publish_diagnostics(self, s: DeviceState) -> None:
-        """Once a second (diagnostic_updater's rate), and at once when the level or message changes: the
-        DeviceState goes out at rate_hz and after every action, /diagnostics need not."""
-        st = DiagnosticStatus()
-        st.name = diag_name(self, f"dvfo_ros/governor ({s.backend})")
-        st.hardware_id = s.profile or s.backend
-        if s.error:
-            st.level, st.message = DiagnosticStatus.ERROR, s.error
-        elif s.thermal_capped:
-            st.level, st.message = DiagnosticStatus.WARN, "thermal guard capping clocks"
-        else:
-            st.level, st.message = DiagnosticStatus.OK, "clocks applied"
-        now = time.monotonic()
-        if now - self._last_diag[0] < 1.0 and self._last_diag[1] == (st.level, st.message):
-            return
-        self._last_diag = (now, (st.level, st.message))
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in (
-            ("cpu_freq_hz", s.cpu_freq_hz), ("gpu_freq_hz", s.gpu_freq_hz), ("emc_freq_hz", s.emc_freq_hz),
-            ("power_w", round(s.power_w, 3)), ("energy_j", round(s.energy_j, 3)),
-            ("temperature_c", round(s.temperature_c, 1)))]
-        arr = DiagnosticArray()
-        arr.header.stamp = s.header.stamp
-        arr.status = [st]
-        self.diag_pub.publish(arr)
+    def _clock_status(self, now: float) -> Status:
+        """ERROR while a refused write is in the window, WARN while the thermal guard caps, else OK."""
+        w, span = self.actions, f"{self.actions.window_s:g} s"
+        refused, n = w.count(now, "refused"), w.count(now)
+        st = Status(message=f"clocks applied ({n} actions in the last {span})")
+        if refused:
+            st.level, st.message = ERROR, f"{refused} of {n} actions refused in the last {span}: " \
+                f"{w.last_reason.get('refused', '')}"
+        elif self.thermal_capped:
+            st.level, st.message = WARN, "thermal guard capping clocks"
+        s = getattr(self, "_last_state", None)
+        st.add(backend=self.backend.name, actions_applied=self.actions_applied, window_refused=refused)
+        if s is not None:
+            st.add(cpu_freq_hz=s.cpu_freq_hz, gpu_freq_hz=s.gpu_freq_hz, emc_freq_hz=s.emc_freq_hz,
+                   power_w=round(s.power_w, 3), energy_j=round(s.energy_j, 3), temperature_c=round(s.temperature_c, 1))
+        return st
 
     def destroy_node(self) -> None:
         try:

@@ -32,3 +32,11 @@ def cloud_arguments(endpoint: str, executor: Dict[str, Any]) -> List[str]:
     executor's model (its whole ModelSpec, artifact pinned). dvfo-pipeline and the launch file use it."""
     from dvfo_ros.core.inference.spec import ModelSpec
     return ["--bind", endpoint] + ModelSpec.from_params(executor).cloud_args()
+
+
+def linked_params(camera: Dict[str, Any], executor: Dict[str, Any]) -> Dict[str, Any]:
+    """Executor parameters that follow the camera it runs with unless they are set themselves:
+    ``expected_fps`` (the rate its /diagnostics checks the input against) = the camera's ``fps``."""
+    if "expected_fps" in executor or "fps" not in camera:
+        return {}
+    return {"expected_fps": float(camera["fps"])}

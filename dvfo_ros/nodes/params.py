@@ -110,9 +110,3 @@ class ParamSet:
         self.values.update(update)
         return SetParametersResult(successful=True)
 
-
-def diag_name(node: Node, task: str) -> str:
-    """A /diagnostics status name that says which robot: `task` in the root namespace, else
-    `<namespace>/<task>` (robot1/dvfo_ros/executor), so robots sharing /diagnostics stay apart."""
-    ns = node.get_namespace().strip("/")
-    return f"{ns}/{task}" if ns else task

@@ -2,19 +2,24 @@
 
     ros2 run dvfo_ros policy --ros-args -p policy_mode:=dvfo -p checkpoint:=/data/dvfo.pt
 Subscribes dvfo/observation, dvfo/device_state, dvfo/inference; publishes dvfo/action and, for every
-decision, dvfo/transition (state, action, reward, next state) so a rosbag is enough to train on.
+decision, dvfo/transition (state, action, reward, next state) so a rosbag is enough to train on, and
+/diagnostics once a second ("policy: decisions": WARN with no observation in the window or untrained weights).
 The action is chosen while the next frame already runs and applies at the following frame.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from collections import deque
+from typing import Any, Deque, Dict, Optional
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from dvfo_ros.core.diag import WARN, Status, StreamHealth, merge
 from dvfo_ros.core.policies.base import live_policy_names, why_not_live
 from dvfo_ros.core.policies.runtime import PolicyRuntime
 from dvfo_ros.msg import DeviceState, DvfoAction, InferenceResult, Observation, Transition
+from dvfo_ros.nodes import qos
+from dvfo_ros.nodes.diagnostics import WINDOW, Diagnostics, monotonic
 from dvfo_ros.nodes.params import Param, ParamSet
 from dvfo_ros.nodes.spin import run
 
@@ -33,6 +38,7 @@ PARAMS = [
     Param("latency_slo_ms", 100.0, "latency service-level objective; slower frames are penalised", 1.0, 10000.0),
     Param("accuracy_loss_bound", 0.01, "accuracy loss above this bound is penalised", 0.0, 1.0),
     Param("startup_period_s", 0.5, "re-send the current action this often until frames flow", 0.05, 10.0),
+    WINDOW,
 ]
 
 
@@ -45,16 +51,22 @@ class PolicyNode(Node):
                                      static=self._static(p), reward=self._reward(p), learning=p["learning"])
         self.seq = 0
         self.frames = 0
-        self.action_pub = self.create_publisher(DvfoAction, "dvfo/action", QoSProfile(depth=10))
-        self.transition_pub = self.create_publisher(Transition, "dvfo/transition", QoSProfile(depth=100))
-        self.create_subscription(Observation, "dvfo/observation", self._on_observation, QoSProfile(depth=10))
-        self.create_subscription(InferenceResult, "dvfo/inference", self._on_result, QoSProfile(depth=100))
-        self.create_subscription(DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
+        self.action_pub = qos.publisher(self, DvfoAction, "dvfo/action", QoSProfile(depth=10))
+        self.transition_pub = qos.publisher(self, Transition, "dvfo/transition", QoSProfile(depth=100))
+        qos.subscription(self, Observation, "dvfo/observation", self._on_observation, QoSProfile(depth=10))
+        qos.subscription(self, InferenceResult, "dvfo/inference", self._on_result, QoSProfile(depth=100))
+        qos.subscription(self, DeviceState, "dvfo/device_state", self._on_state, QoSProfile(depth=10))
         self.timer = self.create_timer(p["startup_period_s"], self._startup_tick)
         self.get_logger().info(f"policy {p['policy_mode']} on {p['profile']}")
+        self.untrained = ""
         if getattr(self.runtime.policy, "learns", False) and not p["checkpoint"]:
-            self.get_logger().warning(f"policy {p['policy_mode']} has no checkpoint: it starts untrained; train one "
-                                      f"with dvfo-train (python3 -m dvfo_ros.cli.train) and set 'checkpoint'")
+            self.untrained = (f"policy {p['policy_mode']} has no checkpoint: it starts untrained; train one "
+                              f"with dvfo-train (python3 -m dvfo_ros.cli.train) and set 'checkpoint'")
+            self.get_logger().warning(self.untrained)
+        self.decisions = StreamHealth(p["diagnostic_window_s"], what="decisions")
+        self.decision_ms: Deque[float] = deque(maxlen=100)
+        self.diagnostics = Diagnostics(self)
+        self.diagnostics.add("decisions", self._decision_status)
 
     @staticmethod
     def _static(p: Dict[str, Any]) -> Dict[str, float]:
@@ -78,14 +90,29 @@ class PolicyNode(Node):
 
     def _on_state(self, msg: DeviceState) -> None:
         self.runtime.on_device_state(msg.temperature_c)
+        self.diagnostics.on_device_state(msg.backend, msg.profile)
+
+    def _decision_status(self, now: float) -> Status:
+        """One decision per observation: WARN with none in the window (no frames) or untrained weights."""
+        parts = [self.decisions.kinds_status(now)]
+        if self.untrained:
+            parts.append(Status(WARN, self.untrained))
+        st = merge(parts).add(policy=self.params["policy_mode"], decisions=self.seq, observations=self.frames)
+        if self.decision_ms:
+            st.add(mean_decision_ms=round(sum(self.decision_ms) / len(self.decision_ms), 3))
+        return st
 
     def _on_result(self, msg: InferenceResult) -> None:
+        if msg.error:      # a frame that was never classified measured nothing: no cost to learn from
+            return
         self.runtime.on_result(msg.energy_j, msg.total_ms, msg.fallback)
 
     def _on_observation(self, msg: Observation) -> None:
         self.frames += 1
         features = dict(zip(msg.names, msg.values))
         step = self.runtime.step(features)
+        self.decisions.add(monotonic())
+        self.decision_ms.append(float(step.decision_ms))
         self._publish(step.command, step.decision_ms)
         if step.transition is not None:
             self._publish_transition(step.transition)

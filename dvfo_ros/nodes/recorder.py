@@ -7,7 +7,8 @@ Subscriptions are raw (the CDR bytes go to disk untouched, as ``ros2 bag record`
 with the time they were received. Types of topics outside the DVFO set are found on the graph
 once someone publishes them. The bag is flushed every ``flush_period_s`` so a crash loses at most
 that much; a clean stop (SIGINT, end of --duration) writes metadata.yaml, which ``ros2 bag info``
-and ``ros2 bag play`` read.
+and ``ros2 bag play`` read. /diagnostics once a second ("dvfo_recorder: bag"): ERROR for a topic that cannot
+be recorded, WARN while a requested topic's type is not known yet, else OK with the message counts.
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from typing import Any, Dict, List, Optional
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from dvfo_ros.core.diag import ERROR, WARN, Status
 from dvfo_ros.core.io.bags import BagWriter
 from dvfo_ros.core.io.bagtypes import DEFAULT_TOPICS
+from dvfo_ros.nodes.diagnostics import Diagnostics
+from dvfo_ros.nodes.qos import overridable
 from dvfo_ros.nodes.spin import run
 
 
@@ -49,7 +53,10 @@ class RecorderNode(Node):
         self.depth = int(self.get_parameter("depth").value)
         self._subs: List[Any] = []
         self._handled: set = set()
+        self.unrecordable: Dict[str, str] = {}
         self._discover()
+        self.diagnostics = Diagnostics(self)
+        self.diagnostics.add("bag", self._status)
         self.create_timer(0.5, self._discover)
         self.create_timer(float(self.get_parameter("flush_period_s").value), self.writer.flush)
         self.get_logger().info(f"recording {', '.join(self.pending)} to {out} ({self.writer.storage})")
@@ -78,11 +85,24 @@ class RecorderNode(Node):
                 self.writer.add_topic(topic, msgtype)
             except Exception as e:  # noqa: BLE001 - one unusable topic must not stop the others
                 self.get_logger().error(f"cannot record {topic} ({msgtype}): {e}")
+                self.unrecordable[topic] = f"{msgtype}: {e}"
                 self._handled.add(topic)
                 continue
             self._handled.add(topic)
             self._subs.append(self.create_subscription(cls, topic, lambda data, t=topic: self._on_message(t, data),
-                                                       self._qos(topic), raw=True))
+                                                       self._qos(topic), raw=True,
+                                                       qos_overriding_options=overridable()))
+
+    def _status(self, now: float) -> Status:
+        waiting = [t for t in self.pending if t not in self._handled]
+        st = Status(message=f"recording {len(self._handled) - len(self.unrecordable)} topics, "
+                            f"{sum(self.received.values())} messages")
+        if self.unrecordable:
+            st.level, st.message = ERROR, "cannot record " + "; ".join(f"{t} ({why})" for t, why in
+                                                                       self.unrecordable.items())
+        elif waiting:
+            st.level, st.message = WARN, f"{st.message}; type not known yet: {', '.join(waiting)}"
+        return st.add(**{t: n for t, n in self.received.items()})
 
     def _on_message(self, topic: str, data: bytes) -> None:
         self.writer.write_raw(topic, self.get_clock().now().nanoseconds, data)

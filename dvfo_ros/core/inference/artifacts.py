@@ -4,6 +4,7 @@ and the one warning for a node that runs untrained zoo weights.
     path = train_artifact(ArtifactJob("resnet18", "digits", quick=True))   # what setup runs
     rows = list_artifacts()                                               # dvfo-artifact list
     msg = untrained_warning("resnet18", "digits")                         # the executor's / cloud's WARN
+    path = import_artifact(ImportJob("resnet18", "my.pt", "labels.txt", dataset="my_images"), "my.pt")
 
 Artifacts live in ``collab.artifact_dirs()`` (first hit wins); training writes to
 ``collab.default_artifact_dir()`` ($DVFO_ARTIFACT_DIR, else $XDG_CACHE_HOME/dvfo_ros/artifacts).
@@ -143,3 +144,59 @@ def list_artifacts() -> List[Dict[str, Any]]:
                          "shadowed_by": seen.get(name)})
             seen.setdefault(name, path)
     return rows
+
+
+@dataclass
+class ImportJob:
+    """A user's own model to turn into an artifact: zoo architecture, weights (state_dict or TorchScript),
+    labels file; with ``dataset`` (an ImageFolder whose folders are the labels) the attention, cloud tail,
+    per-width BatchNorm statistics and lambda are trained jointly from the user's weights (a fine-tune:
+    lower lr than training from scratch). Without it xi = 0 runs the user's model as it is, offloading untuned."""
+
+    arch: str
+    weights: str
+    labels: str
+    dataset: str = ""
+    input_size: int = 224
+    split: Optional[int] = None
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    budget_s: Optional[float] = None
+    batch_size: int = 32
+    lr: float = 2e-4
+    max_train: Optional[int] = None
+    calib_images: Optional[int] = None
+    max_val: Optional[int] = None
+    seed: int = 0
+
+
+def import_artifact(job: ImportJob, out: str, progress: bool = False,
+                    log: Callable[[str], None] = print) -> str:
+    """Write the artifact of ``job`` to ``out`` (+ ``.train.json``); returns ``out``."""
+    import tempfile
+
+    from dvfo_ros.core.inference.user_model import import_model, read_labels
+    names = read_labels(job.labels)
+    net = import_model(job.arch, job.weights, names, job.input_size, job.split)
+    report: Dict[str, Any] = {}
+    if job.dataset:
+        from dvfo_ros.core.inference.training import TrainConfig, train_collab
+        with tempfile.TemporaryDirectory(prefix="dvfo-import-") as tmp:
+            start = os.path.join(tmp, "start.pt")
+            net.save_artifact(start)
+            cfg = TrainConfig(model=job.arch, dataset=job.dataset, input_size=job.input_size,
+                              epochs=job.epochs or 3.0, steps=job.steps, batch_size=job.batch_size, lr=job.lr,
+                              time_budget_s=job.budget_s, max_train=job.max_train,
+                              calib_images=job.calib_images or 256, max_val=job.max_val, seed=job.seed,
+                              init_artifact=start, class_order=names)
+            net, report = train_collab(cfg, progress=progress, log=log)
+        net.meta["source"] = {"arch": job.arch, "weights": os.path.abspath(job.weights)}
+    else:
+        net.meta["dataset"] = "user"
+        log("no data set given: at xi = 0 the artifact runs your model as it is; the attention, cloud tail and "
+            "per-width BatchNorm statistics are untrained, so offloading (xi > 0) is untuned (give --dataset)")
+    net.save_artifact(out)
+    with open(out[:-3] + ".train.json" if out.endswith(".pt") else out + ".train.json", "w") as fh:
+        json.dump({"meta": net.meta, "report": report}, fh, indent=1, default=str)
+    log(f"wrote {out} ({job.arch}, {len(names)} classes: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    return out

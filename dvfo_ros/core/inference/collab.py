@@ -266,10 +266,11 @@ class CollaborativeModel(nn.Module):
             if kept == 0:
                 self._flops_cache[kept] = 0
             else:
-                feat = torch.zeros(1, kept, *self.feature_shape[1:])
+                w = next(self.edge_net.parameters())      # counted where the tail lives (CPU or CUDA)
+                feat = torch.zeros(1, kept, *self.feature_shape[1:], device=w.device, dtype=w.dtype)
                 with self._edge_lock:
                     self.edge_state.level = self._edge_level(kept)
-                    self.edge_state.keep_idx = torch.arange(kept)
+                    self.edge_state.keep_idx = torch.arange(kept, device=w.device)
                     was_training = self.edge_net.training
                     try:
                         self._flops_cache[kept] = models.count_macs(self.edge_net.eval(), feat)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from dvfo_ros.core.inference.attention import rank_channels
+from dvfo_ros.core.inference.device import Placement, resolve_device, synchronize
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
 from dvfo_ros.core.mdp.features import importance_summary
 from dvfo_ros.core.wire.codec import CodecError, encode_features
@@ -72,34 +73,96 @@ def preprocess(rgb: np.ndarray, input_size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255.0)[None]
 
 
+RESIZE_MODES = ("stretch", "keep_aspect", "crop")
+
+
+def resize_mode(keep_aspect: bool = False, crop: bool = False) -> str:
+    """The executor's two options as one mode; both at once is refused (letterbox or crop, not both)."""
+    if keep_aspect and crop:
+        raise ValueError("keep_aspect and crop exclude each other: letterbox the whole frame, or crop its centre")
+    return "keep_aspect" if keep_aspect else "crop" if crop else "stretch"
+
+
+def letterbox_layout(h: int, w: int, size: int) -> Tuple[int, int, int, int]:
+    """(top, left, rows, cols) of an h x w frame scaled to fit a size x size square, centred."""
+    scale = size / max(h, w)
+    rows, cols = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    return (size - rows) // 2, (size - cols) // 2, rows, cols
+
+
+def center_square(rgb: np.ndarray) -> np.ndarray:
+    """The centred min(h, w) square of a frame: a view, no copy."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return rgb[top:top + side, left:left + side]
+
+
 class InputBuffer:
     """RGB uint8 [H, W, 3] -> the head's normalised input [1, 3, S, S] in one preallocated tensor.
 
-    The same arithmetic as ``model.head(preprocess(rgb))`` (/255, - mean, / std: the same values, bit for
-    bit), done in place: one cast-and-transpose copy into the buffer instead of a copy, a cast, and two
-    temporaries per frame. Not for concurrent use: the next frame overwrites it.
+    ``mode``: stretch (resize to S x S, today's behaviour), keep_aspect (scale the long side to S and pad
+    the rest with the normalisation mean, ~0 after normalising: a letterbox), crop (the centred
+    square, then resize). The same arithmetic as ``model.head(preprocess(rgb))`` in stretch mode (/255,
+    - mean, / std: the same values, bit for bit), done in place: one cast-and-transpose copy into the
+    buffer, no per-frame allocation (the letterbox canvas is refilled only when the frame size changes).
+    On CUDA the frame is copied into a preallocated device tensor (fp16 with ``dtype``) and normalised
+    there. Not for concurrent use: the next frame overwrites it.
     """
 
-    def __init__(self, input_size: int, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, input_size: int, mean: torch.Tensor, std: torch.Tensor, mode: str = "stretch",
+                 device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> None:
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode '{mode}'; choose one of {', '.join(RESIZE_MODES)}")
         self.size = int(input_size)
+        self.mode = mode
         self._array = np.empty((3, self.size, self.size), np.float32)
         self._tensor = torch.from_numpy(self._array)[None]
         self._resized = np.empty((self.size, self.size, 3), np.uint8)
-        self._mean, self._std = mean.detach().reshape(1, 3, 1, 1), std.detach().reshape(1, 3, 1, 1)
+        mean_px = mean.detach().reshape(3).cpu().numpy() * 255.0
+        self._pad = np.round(mean_px).clip(0, 255).astype(np.uint8)
+        self._layout: Optional[Tuple[int, int, int, int]] = None
+        self.device = torch.device("cpu") if device is None else device
+        on_device = self.device.type != "cpu" or dtype != torch.float32
+        self._out = torch.empty((1, 3, self.size, self.size), device=self.device, dtype=dtype) if on_device \
+            else self._tensor
+        self._mean = mean.detach().reshape(1, 3, 1, 1).to(self.device, dtype)
+        self._std = std.detach().reshape(1, 3, 1, 1).to(self.device, dtype)
+
+    def square(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame as the S x S uint8 RGB picture the network sees (before normalising)."""
+        import cv2
+        s = self.size
+        if self.mode == "crop":
+            rgb = center_square(rgb)
+        if self.mode != "keep_aspect" or rgb.shape[0] == rgb.shape[1]:
+            if rgb.shape[0] == s and rgb.shape[1] == s:
+                return rgb
+            self._layout = None             # the whole canvas is overwritten: a letterbox must repaint
+            return cv2.resize(rgb, (s, s), dst=self._resized, interpolation=cv2.INTER_AREA)
+        layout = letterbox_layout(rgb.shape[0], rgb.shape[1], s)
+        if layout != self._layout:          # a new frame size: repaint the borders once
+            self._resized[:] = self._pad
+            self._layout = layout
+        top, left, rows, cols = layout
+        view = self._resized[top:top + rows, left:left + cols]
+        out = cv2.resize(rgb, (cols, rows), dst=view, interpolation=cv2.INTER_AREA)
+        if out is not view:
+            np.copyto(view, out)
+        return self._resized
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        if rgb.shape[0] != self.size or rgb.shape[1] != self.size:
-            import cv2
-            rgb = cv2.resize(rgb, (self.size, self.size), dst=self._resized, interpolation=cv2.INTER_AREA)
-        np.copyto(self._array, rgb.transpose(2, 0, 1))
-        return self._tensor.div_(255.0).sub_(self._mean).div_(self._std)
+        np.copyto(self._array, self.square(rgb).transpose(2, 0, 1))
+        if self._out is not self._tensor:
+            self._out.copy_(self._tensor)
+        return self._out.div_(255.0).sub_(self._mean).div_(self._std)
 
 
 class EdgeInference:
     """Runs frames through a CollaborativeModel, offloading through a CloudLink when xi > 0."""
 
     def __init__(self, model, link=None, deadline_ms: float = 200.0, top_k: int = 5,
-                 twin=None, workload=None) -> None:
+                 twin=None, workload=None, placement: Optional[Placement] = None, resize: str = "stretch") -> None:
         self.model = model
         self.link = link
         self.deadline_ms = deadline_ms
@@ -107,7 +170,24 @@ class EdgeInference:
         self.twin = twin
         self.workload = workload
         self._full_tail_flops = max(1, int(model.edge_tail_flops(0.0)))
-        self._input = InputBuffer(int(model.meta["input_size"]), model.pixel_mean, model.pixel_std)
+        # head, attention and edge tail on the chosen device (the offloaded channels go to CPU for the wire)
+        self.placement = placement or resolve_device("cpu")
+        if self.placement.is_cuda:
+            model.to(self.placement.device, self.placement.dtype)
+        self._input = InputBuffer(int(model.meta["input_size"]), model.pixel_mean, model.pixel_std, resize,
+                                  self.placement.device, self.placement.dtype)
+
+    @property
+    def resize(self) -> str:
+        """How a frame becomes the square input: stretch, keep_aspect (letterbox) or crop."""
+        return self._input.mode
+
+    @resize.setter
+    def resize(self, mode: str) -> None:
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode '{mode}'; choose one of {', '.join(RESIZE_MODES)}")
+        self._input.mode = mode
+        self._input._layout = None
 
     @torch.inference_mode()
     def process(self, rgb: np.ndarray, seq: int, offload_ratio: float, fusion_weight: float = -1.0,
@@ -135,8 +215,8 @@ class EdgeInference:
         if offloaded and off_idx is not None:
             try:
                 frames = encode_features(
-                    feat[0, off_idx].numpy(), off_idx.numpy(), model=m.meta["model"], split=int(m.meta["split"]),
-                    seq=seq, deadline=time.time() + self.deadline_ms / 1000.0,
+                    feat[0, off_idx].float().cpu().numpy(), off_idx.cpu().numpy(), model=m.meta["model"],
+                    split=int(m.meta["split"]), seq=seq, deadline=time.time() + self.deadline_ms / 1000.0,
                     total_channels=int(m.channels), artifact_id=str(m.meta.get("artifact_id", "")))
                 raw = int(off_idx.numel() * feat.shape[2] * feat.shape[3] * 4)
                 sent = self.link.submit(frames, seq)
@@ -149,6 +229,7 @@ class EdgeInference:
             y_edge = m.edge_tail_full(feat)
         else:
             y_edge = m.edge_tail(feat[:, keep_idx], keep_idx) if keep_idx.numel() > 0 else None
+        synchronize(self.placement)
         t_edge = time.perf_counter()
         y_cloud = None
         cloud_ms = transfer_ms = 0.0
@@ -160,7 +241,8 @@ class EdgeInference:
             elif reply.error or reply.logits is None:
                 reason = f"cloud error: {reply.error}"
             else:
-                y_cloud = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1)
+                y_cloud = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1).to(
+                    self.placement.device, self.placement.dtype)
                 cloud_ms = float(reply.cloud_ms)
                 transfer_ms = max(0.0, (t_reply - t_sent) * 1000.0 - cloud_ms)
         fallback = offloaded and y_cloud is None or bool(reason)
@@ -176,7 +258,7 @@ class EdgeInference:
         else:
             lam = float(fusion_weight) if fusion_weight >= 0.0 else float(m.fusion_weight(xi))
         logits = m.fuse(y_edge, y_cloud, lam)
-        probs = torch.softmax(logits[0], dim=0)
+        probs = torch.softmax(logits[0].float(), dim=0).cpu()
         k = min(self.top_k, probs.numel())
         top = torch.topk(probs, k)
         total_ms = (time.perf_counter() - t0) * 1000.0
@@ -200,4 +282,4 @@ class EdgeInference:
             edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
             offload_ratio=xi if offloaded else 0.0, fusion_weight=lam, bytes_sent=int(sent), raw_bytes=raw,
             cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
-            importance=importance_summary(scores.numpy()) if scores is not None else {})
+            importance=importance_summary(scores.float().cpu().numpy()) if scores is not None else {})

@@ -53,6 +53,18 @@ class TrainConfig:
     seed: int = 0
     pretrained: bool = False
     init_artifact: Optional[str] = None  # continue from this artifact's weights (same model/split)
+    class_order: Optional[List[str]] = None  # the model's class names by output index (a user's labels file):
+    #                                      the data set's labels are mapped onto it (its folders sort by name)
+
+
+def reorder_classes(labels: np.ndarray, classes: List[str], order: List[str]) -> np.ndarray:
+    """Labels of a data set whose classes are ``classes`` as indices into ``order`` (the same names)."""
+    if sorted(classes) != sorted(order):
+        missing, extra = sorted(set(order) - set(classes)), sorted(set(classes) - set(order))
+        raise ValueError(f"the data set's classes do not match the labels: missing {missing or '-'}, "
+                         f"not in the labels {extra or '-'}")
+    index = np.array([order.index(c) for c in classes], dtype=np.int64)
+    return index[np.asarray(labels, dtype=np.int64)]
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -90,6 +102,9 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
     gen = torch.Generator().manual_seed(cfg.seed)
     x_tr, y_tr, classes = load_dataset(cfg.dataset, "train", cfg.input_size, 0)
     x_va, y_va, _ = load_dataset(cfg.dataset, "val", cfg.input_size, 0)
+    if cfg.class_order:
+        y_tr, y_va = reorder_classes(y_tr, classes, cfg.class_order), reorder_classes(y_va, classes, cfg.class_order)
+        classes = list(cfg.class_order)
     if cfg.max_train:
         x_tr, y_tr = x_tr[:cfg.max_train], y_tr[:cfg.max_train]
     if cfg.init_artifact:
@@ -101,7 +116,8 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
                                             cfg.seed, cfg.pretrained)
     xt, yt = to_tensor(x_tr), torch.from_numpy(np.array(y_tr, copy=True))
     flip = cfg.dataset != "digits"
-    steps_per_epoch = max(1, math.ceil(len(xt) / cfg.batch_size))
+    batch = max(1, min(cfg.batch_size, len(xt)))   # a set smaller than one batch: one batch of all of it
+    steps_per_epoch = max(1, math.ceil(len(xt) / batch))
     total_steps = max(1, int(cfg.steps) if cfg.steps else int(cfg.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t0 = time.monotonic()
@@ -113,7 +129,7 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
     model.train()
     while step < total_steps:
         perm = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt) - cfg.batch_size + 1, cfg.batch_size):
+        for i in range(0, len(xt) - batch + 1, batch):
             elapsed = time.monotonic() - t0
             if cfg.time_budget_s and step > 10:
                 # shrink the schedule so the cosine decay ends inside the time budget
@@ -127,7 +143,7 @@ def train_collab(cfg: TrainConfig, progress: bool = True,
             lr = cfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = perm[i:i + cfg.batch_size]
+            idx = perm[i:i + batch]
             x, y = _augment(xt[idx], flip, gen), yt[idx]
             feat = model.head(x)
             y_full, _ = model.tails_masked(feat, 0.0)

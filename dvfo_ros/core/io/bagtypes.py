@@ -85,6 +85,8 @@ uint64 bytes_sent
 bool cloud_used
 bool fallback
 string fallback_reason
+bool error
+string error_reason
 """,
     "Observation": """std_msgs/Header header
 uint64 seq

@@ -150,21 +150,9 @@ def image_fields(rgb: np.ndarray, as_array: bool = False) -> Tuple[int, int, str
     return h, w, "rgb8", w * 3, data
 
 
-def image_from_fields(height: int, width: int, encoding: str, step: int, data: bytes) -> np.ndarray:
-    """RGB uint8 [H, W, 3] from sensor_msgs/Image fields (rgb8, bgr8, mono8); CameraError if malformed."""
-    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(encoding)
-    if channels is None:
-        raise CameraError(f"unsupported image encoding '{encoding}' (rgb8, bgr8, mono8)")
-    if height <= 0 or width <= 0 or step < width * channels or len(data) < step * height:
-        raise CameraError(f"malformed image: {width}x{height} step {step} with {len(data)} bytes")
-    try:    # a view of the message's own buffer (rclpy: array.array), not a copy
-        flat = np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError):
-        flat = np.asarray(data, dtype=np.uint8).reshape(-1)
-    buf = flat[: step * height].reshape(height, step)
-    img = buf[:, : width * channels].reshape(height, width, channels)
-    if encoding == "bgr8":
-        img = img[:, :, ::-1]
-    elif encoding == "mono8":
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
+def image_from_fields(height: int, width: int, encoding: str, step: int, data: ImageData,
+                      is_bigendian: bool = False) -> np.ndarray:
+    """RGB uint8 [H, W, 3] from sensor_msgs/Image fields, any encoding of core.io.encodings; CameraError
+    (its FrameError) when the encoding is unsupported or the buffer does not match the fields."""
+    from dvfo_ros.core.io.encodings import image_to_rgb
+    return image_to_rgb(height, width, encoding, step, data, is_bigendian)
