@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FRAMES ?= 60
 
-.PHONY: setup demo test test-slow bench reliability clean
+.PHONY: setup demo test test-slow bench bench-grid bench-grid-quick reliability clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,18 @@ bench: setup
 	  --checkpoint out/dvfo_xavier_nx_resnet18_mix.pt --frames 1000 \
 	  --policies oracle,dvfo,dvfs_only,offload_only,edge_only,cloud_only,max_freq,ondemand \
 	  --json out/bench.json --plot out/bench.png
+
+# The DVFO paper's grid in the twin: 4 profiles x 6 models x 5 bandwidths x 2 workloads x 3 etas, every
+# learnt policy trained once per (profile, model, workload, eta) and cached under build/grid/ (a rerun only
+# evaluates); ~1 h on 2 free cores the first time. ARGS passes more flags (e.g. ARGS="--workers 4").
+bench-grid: setup
+	@mkdir -p out
+	$(PY) -m dvfo_ros.cli.bench grid --json out/grid.json --plot out/grid.png $(ARGS)
+
+# The quick subset (nano and orin_nx x resnet18 and vit_b_16, eta 0.5, shorter training): a few minutes.
+bench-grid-quick: setup
+	@mkdir -p out
+	$(PY) -m dvfo_ros.cli.bench grid --quick --json out/grid_quick.json --plot out/grid_quick.png $(ARGS)
 
 reliability: setup
 	$(PY) -m dvfo_ros.testing.reliability

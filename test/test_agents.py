@@ -233,7 +233,7 @@ def test_dvfo_greedy_is_the_argmax_over_every_joint_action_and_fast(heads):
     """The published NumPy actor picks the same joint action as brute force over the torch net (with two
     heads: over their minimum)."""
     env = SimEnv(seed=13)
-    agent = make_policy("dvfo", env.action_space, seed=3, hidden=32, heads=heads)
+    agent = make_policy("dvfo", env.action_space, seed=3, hidden=32, heads=heads, offload_margin=0.0)
     states = np.random.default_rng(1).uniform(0, 1, (20, STATE_DIM)).astype(np.float32)
     with torch.no_grad():
         q = agent.q(torch.as_tensor(states))                     # [20, *branches]
@@ -271,3 +271,44 @@ def test_dvfo_joint_q_learns_near_oracle_from_random_frames():
     bound = rollout(held, make_policy("oracle", held.action_space, env=held), 200).summary()["cost_mean"]
     rnd = np.mean([c for c in rollout(SimEnv(seed=120), make_policy("dvfo", env.action_space, seed=5), 200).costs])
     assert ours < 1.25 * bound and ours < 0.5 * rnd
+
+
+def _offload_favoured(agent, gain):
+    """Zero the head's weights and bias the xi table so xi level 2 is ``gain`` better than local (xi = 0),
+    every other xi far worse: Q then reads the same for every state."""
+    with torch.no_grad():
+        agent.q.out.weight.zero_()
+        agent.q.out.bias.zero_()
+        _, lo, hi, _ = agent.q.layout[0]                      # the xi table comes first
+        agent.q.out.bias[lo:hi] = -1.0
+        agent.q.out.bias[lo] = 0.0
+        agent.q.out.bias[lo + 2] = gain
+    agent._publish()
+
+
+def test_trained_dvfo_offloads_only_where_it_has_seen_offloading_pay_and_by_a_margin(tmp_path):
+    """The deployment guard: a near-tie (inside offload_margin) stays local; once trained, an xi never
+    taken under a state's network conditions is not taken there; seen min_support times, it is."""
+    env = SimEnv(seed=21)
+    agent = make_policy("dvfo", env.action_space, seed=0, hidden=16)
+    s = env.reset()
+    _offload_favoured(agent, 0.01)
+    assert agent.greedy(s)[3] == 0                            # predicted to pay less than the margin
+    _offload_favoured(agent, 0.5)
+    assert agent.greedy(s)[3] == 2                            # training: the support guard is off
+    agent.train(False)
+    assert agent.act(s)[3] == 0                               # never offloaded at this bandwidth / RTT
+    fast = s.copy()
+    fast[0] = 0.95                                            # another bandwidth bin
+    for _ in range(3):
+        agent.support.add(s, 2)
+    assert agent.act(s)[3] == 2 and agent.act(fast)[3] == 0
+    path = str(tmp_path / "g.pt")
+    agent.save(path)
+    again = load_policy(path)
+    again.train(False)
+    assert again.act(s)[3] == 2 and again.act(fast)[3] == 0    # the counts travel with the checkpoint
+    unguarded = make_policy("dvfo", env.action_space, seed=0, hidden=16, min_support=0)
+    _offload_favoured(unguarded, 0.5)
+    unguarded.train(False)
+    assert unguarded.act(fast)[3] == 2

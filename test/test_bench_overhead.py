@@ -13,8 +13,8 @@ from dvfo_ros.cli import bench
 from dvfo_ros.core.inference import overhead
 
 
-def _arrival(seq, stamp_ms, recv_ms, cpu_s):
-    return (seq, int(stamp_ms * 1e6), int(recv_ms * 1e6), cpu_s, 0.0)
+def _arrival(seq, stamp_ms, recv_ms, cpu_s, core_ms=15.0):
+    return (seq, int(stamp_ms * 1e6), int(recv_ms * 1e6), cpu_s, 0.0, core_ms)
 
 
 def test_paced_stats_count_the_window_and_its_cpu():
@@ -24,6 +24,8 @@ def test_paced_stats_count_the_window_and_its_cpu():
     assert s["frames"] == 3 and s["missing"] == 1
     assert s["latency_ms_mean"] == pytest.approx(20.0) and s["latency_ms_p95"] == pytest.approx(20.0)
     assert s["cpu_ms_per_frame"] == pytest.approx(5.0)
+    # of the 20 ms, 15 ms were the edge core's own: the other 5 ms are the pipeline's
+    assert s["core_ms_mean"] == pytest.approx(15.0) and s["outside_core_ms_mean"] == pytest.approx(5.0)
 
 
 def test_throughput_counts_arrivals_after_warmup_whatever_their_seq():
@@ -70,6 +72,7 @@ def test_overhead_json_has_every_row_with_ratios_to_the_plain_loop(tmp_path, mon
     plain = rows[0]
     for r in rows:
         assert r["frames"] == 4 and r["missing"] == 0, r
+        assert 0 < r["core_ms_mean"] <= r["latency_ms_mean"] + 1e-6, r      # the breakdown adds up
         for key, field in overhead.RATIOS:
             assert r[field] is not None and r[field] > 0, (r["row"], field)
             assert r[key] == pytest.approx(r[field] / plain[field]), (r["row"], key)

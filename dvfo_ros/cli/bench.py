@@ -10,6 +10,11 @@ first for ``--train-steps`` frames on other frames (seed + 1). Prints one table,
     dvfo-bench overhead --model resnet18 --input-size 224 --frames 200 --json out/overhead.json
 
 measures what the pipeline costs over running the network yourself (dvfo_ros.cli.bench_overhead).
+
+    dvfo-bench grid [--quick] --json out/grid.json --plot out/grid.png
+
+runs the DVFO paper's grid (profiles x models x bandwidths x workloads x eta) in the twin and says
+where DVFO saves energy and how much (dvfo_ros.cli.bench_grid).
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from dvfo_ros.core.policies.experiments import NO_CLOCK_TUNING, ratios, run_benc
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dvfo-bench", description=__doc__.split("\n\n")[0],
-                                epilog="dvfo-bench overhead --help: the pipeline's cost over the plain network")
+                                epilog="dvfo-bench overhead --help: the pipeline's cost over the plain network; "
+                                       "dvfo-bench grid --help: the paper's grid")
     add_env_args(p)
     p.add_argument("--policies", default="oracle,dvfo,edge_only,cloud_only,max_freq,ondemand",
                    help="comma-separated policy_mode names")
@@ -86,6 +92,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["overhead"]:
         from dvfo_ros.cli.bench_overhead import main as overhead
         return overhead(argv[1:])
+    if argv[:1] == ["grid"]:
+        from dvfo_ros.cli.bench_grid import main as grid
+        return grid(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.frames < 1 or (args.train_steps is not None and args.train_steps < 1):

@@ -67,7 +67,8 @@ def composed_row(params: Dict[str, Dict[str, Any]], frames: int, warmup: int, fp
 
     def collect(into: List[Arrival], bar: Any) -> Callable[[Dict[str, Any]], None]:
         def on_result(r: Dict[str, Any]) -> None:
-            into.append((int(r["seq"]), int(r["stamp_ns"]), time.time_ns(), time.process_time(), cloud_cpu()))
+            into.append((int(r["seq"]), int(r["stamp_ns"]), time.time_ns(), time.process_time(), cloud_cpu(),
+                         float(r["total_ms"])))
             if bar is not None:
                 bar.update(1)
         return on_result
@@ -168,7 +169,8 @@ class _Probe:
 
     def _on_result(self, m: Any) -> None:
         stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
-        self.arrivals.append((int(m.seq), stamp, time.time_ns(), pids_cpu_s(self.pids), self.cloud_cpu()))
+        self.arrivals.append((int(m.seq), stamp, time.time_ns(), pids_cpu_s(self.pids), self.cloud_cpu(),
+                              float(m.total_ms)))
         if self.bar is not None:
             self.bar.update(1)
 

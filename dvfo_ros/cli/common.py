@@ -52,7 +52,8 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
     from dvfo_ros.core.policies.experiments import TwinSetup
     d = TwinSetup()
     p.add_argument("--device", default=d.device, help="twin profile name (nano, tx2, xavier_nx, orin_nx) or YAML")
-    p.add_argument("--model", default=d.model, help="zoo model (resnet18, mobilenet_v2, efficientnet_b0)")
+    p.add_argument("--model", default=d.model, help="zoo model (resnet18, mobilenet_v2, efficientnet_b0) or, in the "
+                                                    "twin only, resnet50, mobilenet_v3_large, vit_b_16")
     p.add_argument("--trace", default=d.trace,
                    help="network trace: dvfo | lte | mix (a trace drawn per episode: train across networks) | "
                         "a shipped name (heldout_drive_lte, ...) | CSV (time_s,bandwidth_mbps,rtt_ms)")

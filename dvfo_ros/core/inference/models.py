@@ -15,13 +15,22 @@ from torch import nn
 import torchvision
 
 from dvfo_ros.core.errors import DvfoError, one_line
+from dvfo_ros.core.inference.vit import vit_stages
 
 ZOO = ("resnet18", "mobilenet_v2", "efficientnet_b0")
+# Models the device twin prices but the executor does not run (no slimmable tail, no artifacts): their
+# FLOPs and bytes come from the torchvision definitions with untrained weights (``build_twin_model``).
+TWIN_ONLY = ("resnet50", "mobilenet_v3_large", "vit_b_16")
+TWIN_MODELS = ZOO + TWIN_ONLY
 
 # Default split per model: after a mid-network block whose feature map is small enough to send,
 # and before a block that starts with a projection (no identity shortcut), so a tail can take any
 # subset of the channels (see `collab_splits`). mobilenet_v2: features.7 (32 -> 64 ch, stride 2).
-DEFAULT_SPLIT: Dict[str, int] = {"resnet18": 6, "mobilenet_v2": 7, "efficientnet_b0": 5}
+# Twin-only: resnet50 after layer2 (512 x 28 x 28, as resnet18's cut), mobilenet_v3_large before
+# features.7 (40 x 28 x 28, stride-2 block), vit_b_16 after encoder block 3 (197 tokens x 768: every
+# block's output has that size, so the cut only sets how much of the encoder the edge always runs).
+DEFAULT_SPLIT: Dict[str, int] = {"resnet18": 6, "mobilenet_v2": 7, "efficientnet_b0": 5,
+                                 "resnet50": 6, "mobilenet_v3_large": 7, "vit_b_16": 4}
 
 
 class ModelError(ValueError, DvfoError):
@@ -47,6 +56,11 @@ _BUILDERS: Dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": torchvision.models.mobilenet_v2,
     "efficientnet_b0": torchvision.models.efficientnet_b0,
 }
+_TWIN_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
+    "resnet50": torchvision.models.resnet50,
+    "mobilenet_v3_large": torchvision.models.mobilenet_v3_large,
+    "vit_b_16": torchvision.models.vit_b_16,
+}
 
 
 # torchvision's ImageNet checkpoints, by the file name torch.hub caches them under.
@@ -70,6 +84,9 @@ def build_model(name: str, num_classes: int = 1000, seed: int = 0,
     loads that checkpoint file. Nothing is ever downloaded; a missing file is a ModelError. With
     num_classes != 1000 the classifier keeps its fresh (seeded) weights.
     """
+    if name in TWIN_ONLY:
+        raise ModelError(f"'{name}' is a twin-only model (the device twin prices it; the executor runs "
+                         f"{', '.join(ZOO)})")
     if name not in _BUILDERS:
         raise ModelError(f"unknown model '{name}'; choose one of {', '.join(ZOO)}")
     with torch.random.fork_rng(devices=[]):
@@ -91,13 +108,35 @@ def build_model(name: str, num_classes: int = 1000, seed: int = 0,
     return model.eval()
 
 
+def build_twin_model(name: str, num_classes: int = 1000, input_size: int = 224) -> nn.Module:
+    """Any of ``TWIN_MODELS`` with untrained weights, for counting its work (``twin.workload``): a zoo
+    model as ``build_model`` makes it, a twin-only one from its torchvision definition (vit_b_16 built
+    for ``input_size``, a multiple of its 16-px patch)."""
+    if name in ZOO:
+        return build_model(name, num_classes=num_classes)
+    if name not in _TWIN_BUILDERS:
+        raise ModelError(f"unknown model '{name}'; choose one of {', '.join(TWIN_MODELS)}")
+    kw: Dict[str, int] = {"num_classes": num_classes}
+    if name == "vit_b_16":
+        if input_size % 16:
+            raise ModelError(f"vit_b_16 needs an input size that is a multiple of 16 px, got {input_size}")
+        kw["image_size"] = input_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _TWIN_BUILDERS[name](weights=None, **kw).eval()
+
+
 def backbone_stages(name: str, model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """The model as an ordered list of (stage_name, module); their composition is the model."""
-    if name == "resnet18":
+    """The model as an ordered list of (stage_name, module); their composition is the model.
+    vit_b_16: embed (patchify + class token + position), the 12 encoder blocks, the final LayerNorm
+    with the class token taken, the head; the map between blocks is (tokens, dim)."""
+    if name in ("resnet18", "resnet50"):
         return _resnet_stages(model)
-    if name in ("mobilenet_v2", "efficientnet_b0"):
+    if name in ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_large"):
         return _features_stages(model)
-    raise ModelError(f"unknown model '{name}'; choose one of {', '.join(ZOO)}")
+    if name == "vit_b_16":
+        return vit_stages(model)
+    raise ModelError(f"unknown model '{name}'; choose one of {', '.join(TWIN_MODELS)}")
 
 
 def split_model(name: str, model: nn.Module, split: int) -> Tuple[nn.Sequential, nn.Sequential]:

@@ -20,7 +20,8 @@ import torch
 from dvfo_ros.core.inference.collab import IMAGENET_MEAN, IMAGENET_STD
 
 # (seq, camera stamp ns, received ns, CPU s of the row's processes then, CPU s of the cloud server then)
-Arrival = Tuple[int, int, int, float, float]
+# (seq, camera stamp ns, received ns, CPU s so far, cloud CPU s so far, the edge core's own ms for the frame)
+Arrival = Tuple[int, int, int, float, float, float]
 Progress = Optional[Callable[[str, Optional[int], str], Any]]
 
 
@@ -95,7 +96,7 @@ def run_loop(fns: Sequence[Callable[[np.ndarray, int], Any]], frames: Sequence[n
             else:
                 own_ns[k] += int((done - start) * 1e9)
                 received_ns = stamp_ns = own_ns[k]
-            out[k].append((i, stamp_ns, received_ns, own_cpu[k], cloud_cpu()))
+            out[k].append((i, stamp_ns, received_ns, own_cpu[k], cloud_cpu(), (done - start) * 1e3))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -126,13 +127,18 @@ def paced_stats(arrivals: Sequence[Arrival], warmup: int, frames: int) -> Dict[s
             seen.add(a[0])
             counted.append(k)
     lat = np.array([(arrivals[k][2] - arrivals[k][1]) / 1e6 for k in counted], dtype=float)
+    core = np.array([arrivals[k][5] for k in counted], dtype=float)
     cpu, cloud, n = _window(arrivals, counted)
     return {"frames": len(counted), "missing": frames - len(counted),
             "latency_ms_mean": float(lat.mean()) if len(lat) else None,
             "latency_ms_p50": float(np.percentile(lat, 50)) if len(lat) else None,
             "latency_ms_p95": float(np.percentile(lat, 95)) if len(lat) else None,
             "cpu_ms_per_frame": 1000.0 * cpu / n if n else None,
-            "cloud_cpu_ms_per_frame": 1000.0 * cloud / n if n else None}
+            "cloud_cpu_ms_per_frame": 1000.0 * cloud / n if n else None,
+            # where the time goes: the edge core's own time (EdgeInference.process, the executor's total_ms)
+            # and the rest of stamp -> result (camera, DDS, callbacks, conversion, publishing, waiting)
+            "core_ms_mean": float(core.mean()) if len(core) else None,
+            "outside_core_ms_mean": float((lat - core).mean()) if len(lat) else None}
 
 
 def throughput_stats(arrivals: Sequence[Arrival], warmup: int) -> Dict[str, Any]:

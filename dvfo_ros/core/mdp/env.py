@@ -16,6 +16,10 @@ from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_ener
 from dvfo_ros.core.mdp.features import build_state, importance_summary, observe
 from dvfo_ros.core.mdp.reward import DEFAULT_ACCURACY_TABLE, RewardConfig, cost, penalty, reward_array
 
+# How frames arrive: a camera at ``fps`` (the robot's case), or back to back (the next frame starts when
+# the previous one finishes: the papers' throughput setting).
+ARRIVALS = ("camera", "back_to_back")
+
 
 def _importance_summary(rng: np.random.Generator, channels: int, concentration: float) -> Tuple[float, float, float]:
     """Share of attention mass in the least important 25/50/75 % of ``channels`` for one frame.
@@ -37,11 +41,20 @@ def _offloaded_mass(xi: Any, summary: Sequence[float]) -> Any:
 class SimEnv:
     """The device twin as a gym-like env: one step = one camera frame.
 
-    Frames arrive on a fixed camera clock (``fps``), so which network conditions a frame meets does
-    not depend on the actions taken: every policy run with the same seed sees the same frames, and
-    the per-frame oracle is a true bound. Temperature follows the twin's RC model (it does not feed
-    back into cost in the current twin). The frame's accuracy loss is the table's loss at xi scaled
-    by how much attention mass the offloaded channels carry relative to an average frame.
+    Frames arrive on a fixed camera clock (``fps``, ``arrival="camera"``), so which network conditions
+    a frame meets does not depend on the actions taken: every policy run with the same seed sees the
+    same frames, and the per-frame oracle is a true bound.
+
+    ``arrival="back_to_back"`` is inference as most papers measure it: the next frame starts when the
+    previous one finishes, so a frame's interval is its latency (no idle tail: the energy is the busy
+    energy plus any decision time on the critical path) and the trace's clock advances by that
+    interval. There is no frame period to default the SLO to, so ``latency_slo_ms`` must be given
+    (or a ``reward_cfg``). On a time-varying trace the actions then change which network later frames
+    meet, and the per-frame oracle is a bound only frame by frame; on a constant trace it stays exact.
+
+    Temperature follows the twin's RC model (it does not feed back into cost in the current twin).
+    The frame's accuracy loss is the table's loss at xi scaled by how much attention mass the
+    offloaded channels (tokens, for a ViT) carry relative to an average frame.
     """
 
     def __init__(self, profile: Any = "xavier_nx", model: str = "resnet18", trace: Any = "dvfo",
@@ -51,7 +64,8 @@ class SimEnv:
                  fps: float = 30.0, episode_frames: int = 300, noise: float = 0.0,
                  cloud_gflops: float = 30000.0, bytes_per_channel_elem: Optional[float] = None,
                  concentration_range: Tuple[float, float] = (0.3, 3.0), input_size: int = 224,
-                 num_classes: int = 1000) -> None:
+                 num_classes: int = 1000, arrival: str = "camera",
+                 latency_slo_ms: Optional[float] = None) -> None:
         from dvfo_ros.core.io.traces import NetworkTrace, TraceMix, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
@@ -68,29 +82,38 @@ class SimEnv:
         self._exact_twin = DeviceTwin(self.profile, seed=seed, noise=0.0)   # what the oracle knows
         self.action_space = action_space or ActionSpace.from_profile(self.profile)
         self.accuracy_table = dict(accuracy_table or DEFAULT_ACCURACY_TABLE)
+        if arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}, got '{arrival}'")
         if fps <= 0 or episode_frames < 1:
             raise ValueError("fps must be > 0 and episode_frames >= 1")
-        self.fps = float(fps)
-        self.period_ms = 1000.0 / self.fps
+        if arrival == "back_to_back" and reward_cfg is None and latency_slo_ms is None:
+            raise ValueError("arrival 'back_to_back' has no frame period to default the SLO to: "
+                             "give latency_slo_ms (or a reward_cfg)")
+        self.arrival = arrival
+        self.fps = float(fps)              # camera rate; unused by back_to_back
+        # the camera period every frame's energy covers; None: back to back (interval = the latency)
+        self.period_ms: Optional[float] = 1000.0 / self.fps if arrival == "camera" else None
         self.episode_frames = int(episode_frames)
         self.cloud_gflops = float(cloud_gflops)
         # None: the codec's measured wire bytes per value at each xi (twin.COMPRESSION_BY_XI)
         self.bytes_per_channel_elem = None if bytes_per_channel_elem is None else float(bytes_per_channel_elem)
         self.concentration_range = (float(concentration_range[0]), float(concentration_range[1]))
-        self.channels = int(self.workload.feature_shape[0])
+        # offloadable units the importance is drawn over: channels of a CNN map, tokens of a ViT's
+        self.channels = self.workload.units
         self._mean_mass = self._mean_offloaded_mass()
         self._table_cache: Dict[Tuple[float, float], Tuple[np.ndarray, np.ndarray]] = {}
         if reward_cfg is None:
             e_ref, t_ref = self.reference_cost()
             reward_cfg = RewardConfig(energy_ref_j=e_ref, latency_ref_ms=t_ref,
-                                      latency_slo_ms=1000.0 / self.fps)
+                                      latency_slo_ms=latency_slo_ms or 1000.0 / self.fps)
         self.reward_cfg = reward_cfg
         self.reset(seed)
 
     # ---- helpers ---------------------------------------------------------------------------
     def reference_cost(self) -> Tuple[float, float]:
         """(energy J per frame period, latency ms) of edge-only inference at max clocks: the
-        reward's E_ref/T_ref (energy counted the same way as ``step``: over the frame period)."""
+        reward's E_ref/T_ref (energy counted the same way as ``step``: over the frame period, or over
+        the frame itself back to back)."""
         cmd = self.action_space.to_command(self.action_space.max_action(0.0))
         fc = self._exact_twin.frame_cost(self.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"],
                                          cmd["emc_freq_hz"], 0.0, 8.0, 20.0, frame_period_ms=self.period_ms)
@@ -205,7 +228,7 @@ class SimEnv:
         r = -c - pen
         avg_w = energy_j / (interval_ms / 1e3)
         self.twin.step_thermal(interval_ms / 1e3, avg_w)
-        self.t_s += 1.0 / self.fps
+        self.t_s += 1.0 / self.fps if self.period_ms is not None else interval_ms / 1e3
         self.frames += 1
         self.importance = _importance_summary(self._rng, self.channels, self._draw_concentration(self._rng))
         # the network estimate is what the last frame met; the clocks in force are the commanded ones

@@ -8,18 +8,15 @@ their sum::
     Q(s, a) = V(h) + X(h)[xi] + sum_d A_d(h)[a_d, xi] + sum_{d<d'} B_dd'(h)[a_d, a_d', xi]
 
 Pairwise clock tables capture the interactions that matter (GPU x EMC clock in a roofline), which a
-branch-wise BDQ head cannot: there each branch's value was swamped by the other branches'
-exploration noise (a random xi costs 5-8 reward, neighbouring clock levels 0.05). Every clock table
-is conditioned on xi because the best clocks depend on it: at xi = 0 the edge runs the whole network
-and top clocks pay, when most channels go to the cloud the transfer dominates and low clocks do.
-With clock tables shared across xi (our first head) the 10 random offloading actions out of 11
-taught the clock tables low clocks, and DVFO lost to ``dvfs_only`` (its own action space at xi = 0)
-by 6-21 % on held-out traces; with this head, each xi slice is as expressive as ``dvfs_only``'s Q.
+branch-wise BDQ head cannot. Every clock table is conditioned on xi because the best clocks depend on
+it (at xi = 0 top clocks pay, when most channels go to the cloud low clocks do); with clock tables
+shared across xi, DVFO lost to ``dvfs_only`` (its own action space at xi = 0) by 6-21 % on held-out
+traces; with this head each xi slice is as expressive as ``dvfs_only``'s Q.
 
 Loss on the joint action taken, double-DQN target (gamma = 0 makes it a contextual bandit)::
 
     y = r + gamma * (1 - done) * Q_target(s', argmax_a' Q(s', a'))
-    loss = mean (Q(s, a) - y)^2
+    loss = mean Huber(Q(s, a) - y)          (see "Regression" below)
 
 Greedy action: argmax over every joint action (5 x 8 x 4 x 11 = 1760) by NumPy broadcasting of
 the small tables: tens of microseconds, no torch call on the acting path.
@@ -38,21 +35,28 @@ is given its share of work per simulated frame instead of wall time: after a fra
 it takes ``T / learner_step_ms`` gradient steps (carried over as a fraction, capped at
 ``replay_ratio`` per observed frame, as the thread is), then publishes. The sequential ablation's
 inline updates cost ``learner_step_ms`` each on the frame's path, and a decision costs ``act_ms``.
-Training is then CPU-bound and, for a seed, the same run twice. ``learner_step_ms = 4`` and
-``act_ms = 0.1`` are our assumptions for a Jetson's ARM core: one 128-sample update of this network
-took 3.1 ms and one greedy decision 0.09 ms on one x86 core of the development machine.
+Training is then CPU-bound and, for a seed, the same run twice. ``learner_step_ms = 4``, ``act_ms =
+0.1``: our assumptions for a Jetson's ARM core (3.1 ms and 0.09 ms on one x86 core here).
 
 Exploration (epsilon decays linearly over ``exploration_steps``): ``mixed`` (default: a share
-``clock_share`` = 0.8 of the exploratory frames draw random clocks at the greedy xi, the rest a
-uniformly random joint action), ``joint`` (always a random joint action: 10 in 11 then offload,
-and the xi = 0 slice the edge mostly needs is starved), ``independent`` (each branch flips its own
-coin) or ``branch`` (one random branch moved, the others greedy).
+``clock_share`` = 0.8 of the exploratory frames draw random clocks at the greedy xi, the rest a random
+joint action), ``joint`` (10 in 11 then offload, and the xi = 0 slice the edge mostly needs starves),
+``independent`` (each branch its own coin) or ``branch`` (one random branch moved).
 
-Regression (our choices; the DVFO paper states a DQN and is silent on these): Huber loss, as in
-DQN (Mnih et al., 2015), on rewards floored at ``reward_floor`` = -5. A reward of -5 is already five
-times the edge's cost at top clocks; below it the size of a catastrophe (an offload into a 600 ms
-dropout costs about -40) carries no information for the argmax and its squared error swamped the
-0.05 differences between neighbouring clock levels.
+Deployment guard (our choice; the paper is silent). A Q-network extrapolates into network regimes it
+met rarely: trained across networks (``--trace mix``) and run on a Wi-Fi trace at 40-70 Mbps and
+2-7 ms RTT, it predicted xi = 0.2 to beat running locally by 0.004 where it cost 0.42 more, and DVFO
+ended +4.4 % over the oracle while ``dvfs_only`` was at +0.0 %. So, once trained, the greedy policy
+offloads only at an xi it took at least ``min_support`` (3) times in training under similar network
+conditions (``NetworkSupport``: 10 x 10 bins of the log-scaled bandwidth and RTT features), and only
+when that is predicted to beat the best local action by ``offload_margin`` (0.02: 2 % of the edge's
+cost at top clocks; a near-tie is within the regression's error). xi = 0 is always allowed: the guard
+can only replace an offload by the best local action.
+
+Regression (our choices; the paper states a DQN and is silent on these): Huber loss, as in DQN
+(Mnih et al., 2015), on rewards floored at ``reward_floor`` = -5 (five times the edge's cost at top
+clocks): below it the size of a catastrophe (an offload into a 600 ms dropout costs about -40) says
+nothing to the argmax, and its squared error swamped the 0.05 between neighbouring clock levels.
 """
 from __future__ import annotations
 
@@ -67,9 +71,8 @@ import torch
 from torch import nn
 
 from dvfo_ros.core.policies.base import Policy, register
-from dvfo_ros.core.policies.qtables import PairwiseQNet, ReplayBuffer
+from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer
 from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, ActionSpace
-
 
 XI = BRANCH_NAMES.index("xi")
 _LIVE_AGENTS: "weakref.WeakSet[DvfoAgent]" = weakref.WeakSet()
@@ -94,7 +97,8 @@ class DvfoAgent(Policy):
                  publish_every: int = 4, fixed: Optional[Dict[str, int]] = None,
                  exploration: str = "mixed", learner_step_ms: float = 4.0, act_ms: float = 0.1,
                  head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
-                 clock_share: float = 0.8, heads: int = 1) -> None:
+                 clock_share: float = 0.8, heads: int = 1, offload_margin: float = 0.02,
+                 min_support: int = 3, support_bins: int = 10) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -106,9 +110,10 @@ class DvfoAgent(Policy):
             publish_every=int(publish_every), fixed=dict(fixed or {}), exploration=str(exploration),
             learner_step_ms=float(learner_step_ms), act_ms=float(act_ms), head=str(head),
             reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
-            heads=int(heads))
-        if self.hp["heads"] < 1:
-            raise ValueError("heads must be >= 1")
+            heads=int(heads), offload_margin=float(offload_margin), min_support=int(min_support),
+            support_bins=int(support_bins))
+        if self.hp["heads"] < 1 or self.hp["min_support"] < 0 or self.hp["offload_margin"] < 0:
+            raise ValueError("heads must be >= 1, min_support and offload_margin >= 0")
         if head not in ("xi", "pairwise"):
             raise ValueError("head must be 'xi' (clock tables per offload ratio) or 'pairwise'")
         if self.hp["learner_step_ms"] <= 0 or self.hp["act_ms"] < 0:
@@ -131,6 +136,7 @@ class DvfoAgent(Policy):
         self.opt = torch.optim.Adam(self.q.parameters(), lr=lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
         self._rng = np.random.default_rng(seed + 7)
+        self.support = NetworkSupport(action_space.branches[XI], self.hp["support_bins"])
         self.steps = 0                    # transitions observed
         self.updates = 0                  # gradient steps taken
         self.training = True
@@ -204,6 +210,12 @@ class DvfoAgent(Policy):
         index = tuple(slice(lvl, lvl + 1) if d in pinned else slice(None) for d, lvl in
                       ((d, pinned.get(d, 0)) for d in range(4)))
         sub = q[index]
+        if XI not in pinned and not self.training and self.hp["min_support"] > 0:
+            sub = np.where(self.support.seen(state, self.hp["min_support"]), sub, -np.inf)
+        margin = self.hp["offload_margin"]
+        if XI not in pinned and margin > 0 and sub.shape[XI] > 1 \
+                and sub[..., 1:].max() < sub[..., :1].max() + margin:
+            sub = sub[..., :1]               # no offload unless it is predicted to pay by the margin
         out = np.asarray(np.unravel_index(int(np.argmax(sub)), sub.shape), np.int64)
         for d, level in pinned.items():
             out[d] = level
@@ -252,6 +264,7 @@ class DvfoAgent(Policy):
         if not self.training:
             return
         self.buffer.add(s, a, r, s2, done)
+        self.support.add(s, int(a[XI]))
         self.steps += 1
         if len(self.buffer) < self.hp["learning_starts"]:
             return
@@ -341,6 +354,7 @@ class DvfoAgent(Policy):
         for s, a, r, s2, done in transitions:
             self.buffer.add(np.asarray(s, np.float32), np.asarray(a, np.int64), float(r),
                             np.asarray(s2, np.float32), bool(done))
+            self.support.add(np.asarray(s, np.float32), int(np.asarray(a)[XI]))
             n += 1
         if n == 0 or len(self.buffer) == 0:
             raise ValueError("learn_offline needs at least one transition")
@@ -358,7 +372,8 @@ class DvfoAgent(Policy):
         with self._update_lock:
             return {"q": {k: v.clone() for k, v in self.q.state_dict().items()},
                     "q_target": {k: v.clone() for k, v in self.q_target.state_dict().items()},
-                    "steps": int(self.steps), "updates": int(self.updates)}
+                    "steps": int(self.steps), "updates": int(self.updates),
+                    "support": torch.as_tensor(self.support.counts.copy())}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         with self._update_lock:
@@ -366,6 +381,10 @@ class DvfoAgent(Policy):
             self.q_target.load_state_dict(state.get("q_target", state["q"]))
             self.steps = int(state.get("steps", 0))
             self.updates = int(state.get("updates", 0))
+            if "support" in state and tuple(state["support"].shape) == self.support.counts.shape:
+                self.support.counts = np.asarray(state["support"], np.int64).copy()
+            else:                            # a checkpoint from before the guard: no guard
+                self.support.counts[...] = max(self.hp["min_support"], 1)
         self._publish()
 
 

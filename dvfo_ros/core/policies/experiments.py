@@ -55,12 +55,13 @@ class TwinSetup:
 
     device: str = "xavier_nx"            # twin profile name (nano, tx2, xavier_nx, orin_nx) or YAML path
     model: str = "resnet18"              # zoo model
-    trace: str = "dvfo"                  # network trace: dvfo | lte | CSV path
+    trace: Any = "dvfo"                  # network trace: dvfo | lte | mix | CSV path, or a NetworkTrace object
     seed: int = 0                        # seed of the env and of the agent
     fps: float = 30.0                    # camera frame rate; the default SLO is one frame period
+    arrival: str = "camera"              # camera (frames at fps) | back_to_back (needs latency_slo_ms)
     episode_frames: int = 300
     eta: float = 0.5                     # reward weight of energy (1 - eta weighs latency)
-    latency_slo_ms: Optional[float] = None   # default 1000 / fps
+    latency_slo_ms: Optional[float] = None   # default 1000 / fps (camera); back_to_back: required
     accuracy_bound: float = 0.01         # tolerated accuracy loss (fraction)
     slo_penalty: float = 1.0
     accuracy_penalty: float = 1.0
@@ -78,7 +79,7 @@ class TwinSetup:
         from dvfo_ros.core.mdp import RewardConfig, SimEnv
         env = SimEnv(self.device, self.model, self.trace, seed=self.seed if seed is None else seed, fps=self.fps,
                      episode_frames=self.episode_frames, noise=self.noise, input_size=self.input_size,
-                     num_classes=self.num_classes)
+                     num_classes=self.num_classes, arrival=self.arrival, latency_slo_ms=self.latency_slo_ms)
         e_ref, t_ref = env.reference_cost()
         env.reward_cfg = RewardConfig(eta=self.eta, latency_slo_ms=self.latency_slo_ms or 1000.0 / self.fps,
                                       accuracy_loss_bound=self.accuracy_bound, energy_ref_j=e_ref,
@@ -249,7 +250,7 @@ def train_experiment(setup: TwinSetup, policy: str = "dvfo", steps: int = 20000,
                 runs[name]["greedy_curve"], window, 0.95, runs[name]["greedy_steps"], final=best)
     curve = main_run["curve"]
     meta = {"device": setup.device, "model": setup.model, "trace": setup.trace, "seed": setup.seed, "steps": steps,
-            "fps": setup.fps, "reward": main_run["env"].reward_cfg.to_dict(),
+            "fps": setup.fps, "arrival": setup.arrival, "reward": main_run["env"].reward_cfg.to_dict(),
             "curve_window_means": [float(np.mean(curve[i:i + window])) for i in range(0, len(curve), window)],
             "eval": ev, "eval_heldout": {t: round(h["cost_vs_oracle"], 4) for t, h in held.items()}}
     return TrainResult(policy, runs, summary, window, meta, best, ev, held)

@@ -1,6 +1,7 @@
-"""The DVFO agent's parts: the xi-conditioned joint Q-table network and the shared replay buffer.
+"""The DVFO agent's parts: the xi-conditioned joint Q-table network, the shared replay buffer and the
+count of training frames per network condition and offload ratio that guards offloading at deployment.
 
-The math is in ``dvfo.py``'s docstring; this file only holds the two data structures.
+The math is in ``dvfo.py``'s docstring; this file only holds the data structures.
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+
+from dvfo_ros.core.mdp import STATE_NAMES
+
+_NET = (STATE_NAMES.index("bandwidth_mbps"), STATE_NAMES.index("rtt_ms"))
 
 
 def _layout(branches: Sequence[int], head: str = "xi") -> List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]]:
@@ -105,3 +110,27 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self.size
+
+
+class NetworkSupport:
+    """Training frames per (bandwidth bin, RTT bin, xi level): the state's two log-scaled network
+    features (each in [0, 1]) cut into ``bins`` equal bins. ``seen`` says at which xi levels the agent
+    has enough experience under a state's network conditions (xi = 0, running locally, always)."""
+
+    def __init__(self, xi_levels: int, bins: int = 10) -> None:
+        if bins < 1:
+            raise ValueError("support_bins must be >= 1")
+        self.counts = np.zeros((int(bins), int(bins), int(xi_levels)), np.int64)
+
+    def cell(self, state: np.ndarray) -> Tuple[int, int]:
+        n = self.counts.shape[0]
+        bw, rtt = (min(max(int(float(state[i]) * n), 0), n - 1) for i in _NET)
+        return bw, rtt
+
+    def add(self, state: np.ndarray, xi_level: int) -> None:
+        self.counts[self.cell(state) + (int(xi_level),)] += 1
+
+    def seen(self, state: np.ndarray, minimum: int) -> np.ndarray:
+        ok = self.counts[self.cell(state)] >= int(minimum)
+        ok[0] = True
+        return ok

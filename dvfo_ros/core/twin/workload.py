@@ -13,6 +13,10 @@ Conventions (say them once, here):
   weights, write the output. The profile's ``emc_efficiency`` absorbs fp16/caching on a board.
 - ``kernels`` counts GPU kernel launches (conv/linear/pool/elementwise leaves), the CPU-side cost
   that makes small layers launch-bound at high GPU clocks.
+- Attention (``nn.MultiheadAttention``, vit_b_16) is one leaf: Q/K/V and output projections plus the
+  two L x S x D products (QK^T, softmax . V); its traffic adds the Q/K/V tensors and the score maps.
+- The "feature map" at a split is (C, h, w) for a CNN; for a transformer it is (tokens, dim, 1): the
+  offloadable units are tokens (``Workload.units``), as channels are for a CNN.
 """
 from __future__ import annotations
 
@@ -42,6 +46,11 @@ class Workload:
         return self.head_flops + self.tail_flops
 
     @property
+    def units(self) -> int:
+        """Offloadable units at the split (channels of a CNN map, tokens of a transformer's)."""
+        return int(self.feature_shape[0])
+
+    @property
     def feature_elems(self) -> int:
         c, h, w = self.feature_shape
         return c * h * w
@@ -53,9 +62,13 @@ def _leaf_cost(module, inputs, output) -> Tuple[int, int, int]:
 
     x = inputs[0] if inputs else None
     in_elems = int(x.numel()) if x is not None and hasattr(x, "numel") else 0
+    if isinstance(output, tuple):          # nn.MultiheadAttention: (output, weights or None)
+        output = output[0]
     out_elems = int(output.numel()) if hasattr(output, "numel") else 0
     params = sum(int(p.numel()) for p in module.parameters(recurse=False))
     nbytes = (in_elems + out_elems + params) * BYTES_PER_ELEM
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention_cost(module, inputs, in_elems, out_elems, params)
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         macs = out_elems * (module.in_channels // module.groups) * kh * kw
@@ -73,13 +86,37 @@ def _leaf_cost(module, inputs, output) -> Tuple[int, int, int]:
     return out_elems, nbytes, 1
 
 
+def _attention_cost(module, inputs, in_elems: int, out_elems: int, params: int) -> Tuple[int, int, int]:
+    """(MACs, bytes, kernels) of one attention call: projections 4·L·D² (S = L, self-attention) and
+    the two score products 2·L·S·D; traffic adds Q/K/V (written, read) and the score maps (written,
+    soft-maxed in place, read)."""
+    q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
+    seq_dim = 1 if module.batch_first else 0
+    n = int(q.numel()) // (int(q.shape[seq_dim]) * module.embed_dim)
+    length, src, d = int(q.shape[seq_dim]), int(k.shape[seq_dim]), module.embed_dim
+    macs = n * (length * d * d + 2 * src * d * d + 2 * length * src * d + length * d * d)
+    distinct_in = in_elems if all(t is q for t in inputs[:3]) else in_elems + 2 * int(k.numel())
+    traffic = distinct_in + out_elems + params + 2 * 3 * n * length * d + 4 * n * module.num_heads * length * src
+    return macs, traffic * BYTES_PER_ELEM, 5
+
+
+def _leaves(module) -> List:
+    """Modules the hooks count: those with no children, and attention blocks as a whole (their
+    projections are parameters called functionally, so no child module would see the work)."""
+    from torch import nn
+
+    if isinstance(module, nn.MultiheadAttention) or not list(module.children()):
+        return [module]
+    return [leaf for child in module.children() for leaf in _leaves(child)]
+
+
 @functools.lru_cache(maxsize=64)
 def _count(model: str, split: int, input_size: int, num_classes: int) -> Workload:
     import torch
 
     from dvfo_ros.core.inference import models
 
-    net = models.build_model(model, num_classes=num_classes)
+    net = models.build_twin_model(model, num_classes=num_classes, input_size=input_size)
     stages = models.backbone_stages(model, net)
     if not 1 <= split < len(stages):
         raise models.ModelError(f"split index {split} out of range for {model}: 1..{len(stages) - 1}")
@@ -94,8 +131,7 @@ def _count(model: str, split: int, input_size: int, num_classes: int) -> Workloa
         current["kernels"] += kernels
 
     for _, stage in stages:
-        leaves = [m for m in stage.modules() if not list(m.children())]
-        handles += [m.register_forward_hook(hook) for m in leaves]
+        handles += [m.register_forward_hook(hook) for m in _leaves(stage)]
     shapes: List[Tuple[int, ...]] = []
     try:
         with torch.no_grad():
@@ -125,15 +161,16 @@ def _count(model: str, split: int, input_size: int, num_classes: int) -> Workloa
 
 def model_workload(model: str, split: int | None = None, input_size: int = 224,
                    num_classes: int = 1000) -> Workload:
-    """Per-stage MACs/bytes of ``model`` at ``input_size`` px cut at ``split`` (cached).
+    """Per-stage MACs/bytes of ``model`` (any of ``models.TWIN_MODELS``) at ``input_size`` px cut at
+    ``split`` (cached).
 
     ``split=None`` takes ``models.DEFAULT_SPLIT``. Raises ``models.ModelError`` (a ValueError)
     for an unknown model or a split outside 1..num_stages-1.
     """
     from dvfo_ros.core.inference import models
 
-    if model not in models.ZOO:
-        raise models.ModelError(f"unknown model '{model}'; choose one of {', '.join(models.ZOO)}")
+    if model not in models.TWIN_MODELS:
+        raise models.ModelError(f"unknown model '{model}'; choose one of {', '.join(models.TWIN_MODELS)}")
     if split is None:
         split = models.DEFAULT_SPLIT[model]
     if input_size < 32:
