@@ -107,3 +107,14 @@ def test_a_bad_name_is_one_line(flag, value, word, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("dvfo-bench grid: error:") and word in err and "\n" not in err
     assert not os.listdir(tmp_path)                                    # nothing trained
+
+
+def test_replay_ratio_reaches_every_learnt_policy_and_a_bad_one_is_one_line(tmp_path, capsys):
+    from dvfo_ros.cli.bench_grid import build_parser, config_from_args
+    cfg = config_from_args(build_parser().parse_args(["--replay-ratio", "4"]))
+    assert cfg.agent.replay_ratio == 4.0                                # dvfo-train's budget, for a check cell
+    assert config_from_args(build_parser().parse_args([])).agent.replay_ratio == 0.5
+    assert grid_main(TINY + ["--cache-dir", str(tmp_path), "--replay-ratio", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "replay-ratio" in err and "\n" not in err
+    assert not os.listdir(tmp_path)

@@ -15,6 +15,7 @@ cell's numbers, with 95 % intervals across evaluation seeds) and --plot (heatmap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", default=None, help=f"policies (default {','.join(d.policies)})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"training frames of every learnt policy (default {d.steps}; --quick {q.steps})")
+    p.add_argument("--replay-ratio", type=float, default=None,
+                   help="gradient steps per training frame of every learnt policy (default 0.5: what fits the hour; "
+                        "dvfo-train's default is 4)")
     p.add_argument("--eval-frames", type=int, default=None,
                    help=f"frames per policy, cell and seed (default {d.eval_frames}; --quick {q.eval_frames})")
     p.add_argument("--eval-seeds", type=int, default=None, help=f"evaluation seeds per cell (default {d.eval_seeds})")
@@ -93,7 +97,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 "cache_dir"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
-    return GridConfig.quick(**kw) if args.quick else GridConfig(**kw)
+    cfg = GridConfig.quick(**kw) if args.quick else GridConfig(**kw)
+    if args.replay_ratio is not None:
+        if args.replay_ratio <= 0:
+            raise ValueError("--replay-ratio must be > 0")
+        assert cfg.agent is not None                      # GridConfig fills it in
+        cfg.agent = dataclasses.replace(cfg.agent, replay_ratio=float(args.replay_ratio))
+    return cfg
 
 
 def _pct(x: float, ci: Optional[float] = None) -> str:
