@@ -45,6 +45,7 @@ GRID_POLICIES = ("dvfo",) + BASELINES + ("oracle",)
 REQUIRED = ("dvfo", "edge_only", "oracle")
 # Files whose source defines the twin, the MDP and the learnt policies: their hash is in every cache key.
 _SOURCE_GLOBS = ("mdp/*.py", "twin/*.py", "twin/profiles/*.yaml", "io/traces.py", "inference/models.py",
+                 "inference/vit.py",
                  "policies/base.py", "policies/dvfo.py", "policies/qtables.py", "policies/baselines.py",
                  "policies/autoscale.py", "policies/experiments.py")
 _CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
