@@ -277,12 +277,13 @@ def _offload_favoured(agent, gain):
     """Zero the head's weights and bias the xi table so xi level 2 is ``gain`` better than local (xi = 0),
     every other xi far worse: Q then reads the same for every state."""
     with torch.no_grad():
-        agent.q.out.weight.zero_()
-        agent.q.out.bias.zero_()
-        _, lo, hi, _ = agent.q.layout[0]                      # the xi table comes first
-        agent.q.out.bias[lo:hi] = -1.0
-        agent.q.out.bias[lo] = 0.0
-        agent.q.out.bias[lo + 2] = gain
+        for net in (agent.q, agent.q_avg):                    # the online net and the deployed average
+            net.out.weight.zero_()
+            net.out.bias.zero_()
+            _, lo, hi, _ = net.layout[0]                      # the xi table comes first
+            net.out.bias[lo:hi] = -1.0
+            net.out.bias[lo] = 0.0
+            net.out.bias[lo + 2] = gain
     agent._publish()
 
 
@@ -312,3 +313,46 @@ def test_trained_dvfo_offloads_only_where_it_has_seen_offloading_pay_and_by_a_ma
     _offload_favoured(unguarded, 0.5)
     unguarded.train(False)
     assert unguarded.act(fast)[3] == 2
+
+
+def test_mixed_exploration_keeps_running_locally_while_the_greedy_policy_offloads():
+    """With greedy xi > 0, half the random joint draws still run locally (local_share): the local slice
+    the edge falls back on is never starved of data. local_share = 0 offloads every joint draw."""
+    env = SimEnv(seed=4)
+    s = env.reset()
+    shares = {}
+    for share in (0.5, 0.0):
+        agent = make_policy("dvfo", env.action_space, seed=0, hidden=16, local_share=share)
+        _offload_favoured(agent, 0.5)
+        assert agent.greedy(s)[3] == 2
+        shares[share] = np.mean([agent.act(s)[3] == 0 for _ in range(3000)])      # epsilon = 1 at step 0
+    assert 0.07 < shares[0.5] < 0.13 and shares[0.0] == 0.0
+    with pytest.raises(ValueError, match="local_share"):
+        make_policy("dvfo", env.action_space, local_share=1.5)
+
+
+def test_a_trained_policy_acts_on_the_average_of_its_recent_weights():
+    """Once trained, decisions come from the Polyak average of the online net (less SGD noise in the
+    clock choices); while training, from the online net. Offline training moves the average too."""
+    env = SimEnv(seed=8)
+    agent = make_policy("dvfo_sequential", env.action_space, seed=2, offload_margin=0.0, min_support=0, **SMALL)
+    init = agent.q_avg.out.weight.detach().clone()
+    rollout(env, agent, 300, learn=True)
+    online, avg = agent.q.out.weight.detach(), agent.q_avg.out.weight.detach()
+    assert not torch.equal(online, avg)
+    assert (avg - online).norm() < (init - online).norm()          # it follows the online net
+    states = np.random.default_rng(1).uniform(0, 1, (40, STATE_DIM)).astype(np.float32)
+
+    def argmax(net, st):
+        with torch.no_grad():
+            return np.unravel_index(int(net(torch.as_tensor(st[None])).flatten().argmax()), env.action_space.branches)
+
+    agent.train(False)
+    assert all(tuple(agent.act(st)) == argmax(agent.q_avg, st) for st in states)
+    agent.train(True)
+    assert all(tuple(agent.greedy(st)) == argmax(agent.q, st) for st in states)
+    off = make_policy("dvfo", env.action_space, seed=3, **SMALL)
+    init = off.q_avg.out.weight.detach().clone()
+    transitions = [(st, env.action_space.sample(np.random.default_rng(i)), -1.0, st, False) for i, st in enumerate(states)]
+    off.learn_offline(iter(transitions), steps=30)
+    assert (off.q_avg.out.weight - off.q.out.weight).norm() < (init - off.q.out.weight).norm()

@@ -118,3 +118,26 @@ def test_replay_ratio_reaches_every_learnt_policy_and_a_bad_one_is_one_line(tmp_
     err = capsys.readouterr().err.strip()
     assert "replay-ratio" in err and "\n" not in err
     assert not os.listdir(tmp_path)
+
+
+def test_a_slow_groups_training_trace_holds_each_bandwidth_for_many_frames():
+    """The state's bandwidth is what the last frame met: the training trace must hold a bandwidth for
+    many frames, or a Nano running the ViT back to back learns from a bandwidth feature that says
+    nothing about the link its next frame meets. Bandwidths are drawn log-uniformly, like the grid's."""
+    from dvfo_ros.core.policies import grid
+    cfg = grid.GridConfig()
+    fast = grid.group_train_setup(cfg, ("orin_nx", "resnet18", "camera", 0.5))
+    slow = grid.group_train_setup(cfg, ("nano", "vit_b_16", "back_to_back", 0.5))
+    assert grid.train_hold_s(cfg, fast) == 1.0
+    assert grid.train_hold_s(cfg, slow) > 4.0                      # 25 frames of ~180 ms
+    bw = slow.trace.bandwidth_mbps
+    assert 0.5 <= bw.min() and bw.max() <= 8.0 and 1.5 < np.median(bw) < 2.7       # log-uniform: median ~2
+    env = slow.make_env(5)
+    state = env.reset(5)
+    same = []
+    for _ in range(200):
+        state, _, _, info = env.step(env.action_space.max_action(0.0))
+        same.append(info["bandwidth_mbps"])
+    seen = [round(float(b), 6) for b in same]
+    meets = [round(float(b), 6) for b in same[1:]]
+    assert np.mean([a == b for a, b in zip(seen, meets)]) > 0.9    # what the state says is what the next frame meets

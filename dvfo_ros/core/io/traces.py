@@ -137,8 +137,9 @@ class NetworkTrace:
 
 def uniform_trace(low_mbps: float = 0.5, high_mbps: float = 8.0, duration_s: float = 600,
                   step_s: float = 1.0, rtt_ms: float = 20.0, seed: int = 0,
-                  hold_s: float = 5.0) -> NetworkTrace:
-    """The DVFO testbed range: bandwidth uniform in [low, high] Mbps, redrawn every ``hold_s``."""
+                  hold_s: float = 5.0, log: bool = False) -> NetworkTrace:
+    """The DVFO testbed range: bandwidth uniform in [low, high] Mbps (``log``: uniform in log
+    bandwidth, each octave the same share of time), redrawn every ``hold_s``."""
     if not 0 < low_mbps <= high_mbps:
         raise TraceError(f"need 0 < low_mbps <= high_mbps, got {low_mbps}, {high_mbps}")
     if step_s <= 0 or duration_s < step_s:
@@ -146,7 +147,9 @@ def uniform_trace(low_mbps: float = 0.5, high_mbps: float = 8.0, duration_s: flo
     rng = np.random.default_rng(seed)
     t = np.arange(0.0, float(duration_s), float(step_s))
     hold = max(1, int(round(hold_s / step_s)))
-    draws = rng.uniform(low_mbps, high_mbps, size=len(t) // hold + 1)
+    size = len(t) // hold + 1
+    draws = np.exp(rng.uniform(np.log(low_mbps), np.log(high_mbps), size=size)) if log \
+        else rng.uniform(low_mbps, high_mbps, size=size)
     bw = np.repeat(draws, hold)[: len(t)]
     rtt = np.full(len(t), float(rtt_ms))
     return NetworkTrace(t, bw, rtt, name="dvfo")

@@ -23,11 +23,10 @@ the small tables: tens of microseconds, no torch call on the acting path.
 
 Concurrency (DVFO, after Xiao et al., "Thinking While Moving", ICLR 2020): acting and learning
 never wait for each other. ``act`` uses a NumPy copy of the network published by the learner;
-``observe`` only appends to the shared replay buffer; a learner thread trains while frames run.
-The state carries the previous action, the time since it was chosen and the action-selection
-latency. With ``concurrent=False`` (policy ``dvfo_sequential``, the ablation) learning happens
-inline in ``observe``, so its time sits on the frame's critical path and each frame gets
-``updates_per_step`` updates, no more.
+``observe`` only appends to the shared replay buffer; a learner thread trains while frames run. The
+state carries the previous action, the time since it was chosen and the action-selection latency.
+``concurrent=False`` (``dvfo_sequential``, the ablation) learns inline in ``observe``, on the
+frame's critical path, ``updates_per_step`` updates a frame.
 
 Pacing. On a robot (``pacing="real"``) the learner is that thread, racing the camera. In the twin
 (``pacing="sim"``, what ``rollout`` sets for training and benches) time is simulated, so the learner
@@ -35,23 +34,29 @@ is given its share of work per simulated frame instead of wall time: after a fra
 it takes ``T / learner_step_ms`` gradient steps (carried over as a fraction, capped at
 ``replay_ratio`` per observed frame, as the thread is), then publishes. The sequential ablation's
 inline updates cost ``learner_step_ms`` each on the frame's path, and a decision costs ``act_ms``.
-Training is then CPU-bound and, for a seed, the same run twice. ``learner_step_ms = 4``, ``act_ms =
-0.1``: our assumptions for a Jetson's ARM core (3.1 ms and 0.09 ms on one x86 core here).
+Training is then CPU-bound and, for a seed, the same run twice. ``learner_step_ms`` = 4, ``act_ms``
+= 0.1: our assumptions for a Jetson's ARM core (3.1 and 0.09 ms on one x86 core here).
 
-Exploration (epsilon decays linearly over ``exploration_steps``): ``mixed`` (default: a share
-``clock_share`` = 0.8 of the exploratory frames draw random clocks at the greedy xi, the rest a random
-joint action), ``joint`` (10 in 11 then offload, and the xi = 0 slice the edge mostly needs starves),
-``independent`` (each branch its own coin) or ``branch`` (one random branch moved).
+Exploration (epsilon decays linearly over ``exploration_steps``; ``exploration.py``): ``mixed``
+(default: a share ``clock_share`` = 0.8 of the exploratory frames draw random clocks at the greedy xi,
+the rest a random joint action that runs locally with probability ``local_share`` = 0.5: with xi
+uniform, a policy whose greedy choice offloads left the local slice with 1 % of its frames and then
+offloaded into a 0.5 Mbps link), ``joint`` (uniform; 10 in 11 then offload), ``independent`` (each
+branch its own coin) or ``branch`` (one random branch moved).
+
+Deployed weights (our choice). Once training ends the policy acts on a Polyak average of the online
+net (``average_tau`` = 0.01, about the last 100 updates), not on its last SGD iterate: on the grid's
+budget the last iterate's clock choices ranged +0.5 to +3.8 % over the oracle across three training
+seeds for one group, the average's +0.0 to +1.1 %.
 
 Deployment guard (our choice; the paper is silent). A Q-network extrapolates into network regimes it
-met rarely: trained across networks (``--trace mix``) and run on a Wi-Fi trace at 40-70 Mbps and
-2-7 ms RTT, it predicted xi = 0.2 to beat running locally by 0.004 where it cost 0.42 more, and DVFO
-ended +4.4 % over the oracle while ``dvfs_only`` was at +0.0 %. So, once trained, the greedy policy
-offloads only at an xi it took at least ``min_support`` (3) times in training under similar network
-conditions (``NetworkSupport``: 10 x 10 bins of the log-scaled bandwidth and RTT features), and only
-when that is predicted to beat the best local action by ``offload_margin`` (0.02: 2 % of the edge's
-cost at top clocks; a near-tie is within the regression's error). xi = 0 is always allowed: the guard
-can only replace an offload by the best local action.
+met rarely: trained on ``--trace mix`` and run on Wi-Fi at 40-70 Mbps and 2-7 ms RTT, it predicted
+xi = 0.2 to beat local by 0.004 where it cost 0.42 more (DVFO +4.4 % over the oracle, ``dvfs_only``
++0.0 %). So, once trained, it offloads only at an xi taken at least ``min_support`` (3) times in
+training under similar network conditions (``NetworkSupport``: 10 x 10 bins of the log-scaled
+bandwidth and RTT features), and only when predicted to beat the best local action by
+``offload_margin`` (0.02: 2 % of the edge's cost at top clocks, about the regression's error). xi = 0
+is always allowed: the guard can only replace an offload by the best local action.
 
 Regression (our choices; the paper states a DQN and is silent on these): Huber loss, as in DQN
 (Mnih et al., 2015), on rewards floored at ``reward_floor`` = -5 (five times the edge's cost at top
@@ -60,10 +65,7 @@ nothing to the argmax, and its squared error swamped the 0.05 between neighbouri
 """
 from __future__ import annotations
 
-import atexit
 import threading
-import time
-import weakref
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, cast
 
 import numpy as np
@@ -71,22 +73,14 @@ import torch
 from torch import nn
 
 from dvfo_ros.core.policies.base import Policy, register
-from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer
+from dvfo_ros.core.policies.exploration import MODES, explore
+from dvfo_ros.core.policies.learner import LearnerThread
+from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer, adam
 from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, ActionSpace
 
 XI = BRANCH_NAMES.index("xi")
-_LIVE_AGENTS: "weakref.WeakSet[DvfoAgent]" = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_learners() -> None:
-    """Join learner threads before the interpreter (and torch) tear down."""
-    for agent in list(_LIVE_AGENTS):
-        agent.close()
-
-
 @register("dvfo")
-class DvfoAgent(Policy):
+class DvfoAgent(LearnerThread, Policy):
     learns = True
 
     def __init__(self, action_space: ActionSpace, *, concurrent: bool = True, seed: int = 0,
@@ -98,7 +92,8 @@ class DvfoAgent(Policy):
                  exploration: str = "mixed", learner_step_ms: float = 4.0, act_ms: float = 0.1,
                  head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
                  clock_share: float = 0.8, heads: int = 1, offload_margin: float = 0.02,
-                 min_support: int = 3, support_bins: int = 10) -> None:
+                 min_support: int = 3, support_bins: int = 10, local_share: float = 0.5,
+                 average_tau: float = 0.01) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -111,14 +106,16 @@ class DvfoAgent(Policy):
             learner_step_ms=float(learner_step_ms), act_ms=float(act_ms), head=str(head),
             reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
             heads=int(heads), offload_margin=float(offload_margin), min_support=int(min_support),
-            support_bins=int(support_bins))
+            support_bins=int(support_bins), local_share=float(local_share), average_tau=float(average_tau))
         if self.hp["heads"] < 1 or self.hp["min_support"] < 0 or self.hp["offload_margin"] < 0:
             raise ValueError("heads must be >= 1, min_support and offload_margin >= 0")
+        if not (0.0 <= self.hp["local_share"] <= 1.0 and 0.0 < self.hp["average_tau"] <= 1.0):
+            raise ValueError("local_share must be in [0, 1] and average_tau in (0, 1]")
         if head not in ("xi", "pairwise"):
             raise ValueError("head must be 'xi' (clock tables per offload ratio) or 'pairwise'")
         if self.hp["learner_step_ms"] <= 0 or self.hp["act_ms"] < 0:
             raise ValueError("learner_step_ms must be > 0 and act_ms >= 0")
-        if exploration not in ("joint", "mixed", "branch", "independent"):
+        if exploration not in MODES:
             raise ValueError("exploration must be 'joint', 'mixed' (half joint, half clocks at the greedy xi), "
                              "'branch' (one branch at a time) or 'independent'")
         for name, level in self.hp["fixed"].items():
@@ -133,7 +130,9 @@ class DvfoAgent(Policy):
             self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
         self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=lr)
+        self.q_avg = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
+        self.q_avg.load_state_dict(self.q.state_dict())
+        self.opt = adam(self.q.parameters(), lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
         self._rng = np.random.default_rng(seed + 7)
         self.support = NetworkSupport(action_space.branches[XI], self.hp["support_bins"])
@@ -144,8 +143,7 @@ class DvfoAgent(Policy):
         self.last_explored = False
         self._actor: Tuple[np.ndarray, ...] = ()
         self._publish()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._init_learner()
         self._update_lock = threading.Lock()
         self.pacing = "real"
         self._budget = 0.0                # simulated learner time not yet spent, in updates
@@ -180,13 +178,15 @@ class DvfoAgent(Policy):
 
     # ---- acting ---------------------------------------------------------------------------
     def _publish(self) -> None:
-        """Copy the online net to NumPy for lock-free acting (one tuple swap: atomic for readers)."""
+        """Copy the acting net (the online one in training, the averaged one after) to NumPy for
+        lock-free acting (one tuple swap: atomic for readers)."""
+        net = self.q if self.training else self.q_avg
         with torch.no_grad():
-            t = self.q.trunk
+            t = net.trunk
             l1, l2 = cast(nn.Linear, t[0]), cast(nn.Linear, t[2])   # Sequential[i] is typed as Module
             self._actor = (l1.weight.numpy().T.copy(), l1.bias.numpy().copy(),
                            l2.weight.numpy().T.copy(), l2.bias.numpy().copy(),
-                           self.q.out.weight.numpy().T.copy(), self.q.out.bias.numpy().copy())
+                           net.out.weight.numpy().T.copy(), net.out.bias.numpy().copy())
 
     def q_table(self, state: np.ndarray) -> np.ndarray:
         """Q of every joint action for one state from the published weights, shape = branches."""
@@ -228,24 +228,11 @@ class DvfoAgent(Policy):
         return hp["eps_start"] + frac * (hp["eps_end"] - hp["eps_start"])
 
     def _explore(self, a: np.ndarray, learned: Sequence[int]) -> np.ndarray:
-        if not self.training or not learned:
+        if not self.training:
             return a
-        eps, rng, n = self.epsilon, self._rng, self.action_space.branches
-        mode = self.hp["exploration"]
-        if mode == "independent":                             # every branch on its own coin
-            for d in learned:
-                if rng.random() < eps:
-                    a[d] = rng.integers(n[d])
-        elif rng.random() < eps:
-            if mode == "mixed" and rng.random() < self.hp["clock_share"]:   # random clocks at the greedy xi
-                learned = [d for d in learned if d != XI] or list(learned)   # offload_only: xi is all it has
-            if mode in ("joint", "mixed"):                    # a uniformly random joint action
-                for d in learned:
-                    a[d] = rng.integers(n[d])
-            else:                                             # one branch moved, the others greedy
-                d = learned[int(rng.integers(len(learned)))]
-                a[d] = rng.integers(n[d])
-        return a
+        hp = self.hp
+        return explore(a, learned, eps=self.epsilon, rng=self._rng, branches=self.action_space.branches,
+                       mode=hp["exploration"], clock_share=hp["clock_share"], local_share=hp["local_share"], xi=XI)
 
     def act(self, state: np.ndarray) -> np.ndarray:
         greedy = self.greedy(state)
@@ -257,6 +244,7 @@ class DvfoAgent(Policy):
         self.training = bool(mode)
         if not mode:
             self.close()
+        self._publish()
         return self
 
     # ---- learning -------------------------------------------------------------------------
@@ -295,9 +283,13 @@ class DvfoAgent(Policy):
         return r + gamma * (1.0 - done) * nxt
 
     def soft_update(self) -> None:
+        """Polyak steps: the TD target net (``tau``) and the deployed average (``average_tau``, with a
+        warm-up so that after k updates it averages about the last k: 1 - decay = max(tau, 1/(k+1)))."""
+        avg = max(self.hp["average_tau"], 1.0 / (self.updates + 1))
         with torch.no_grad():
-            for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
+            for p, pt, pa in zip(self.q.parameters(), self.q_target.parameters(), self.q_avg.parameters()):
                 pt.mul_(1.0 - self.hp["tau"]).add_(p, alpha=self.hp["tau"])
+                pa.mul_(1.0 - avg).add_(p, alpha=avg)
 
     def update(self) -> float:
         """One gradient step on a replay minibatch (the math in the module docstring)."""
@@ -316,37 +308,6 @@ class DvfoAgent(Policy):
             self.updates += 1
         self.last_loss = float(loss.detach())
         return self.last_loss
-
-    def _start_learner(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._learner_loop, name="dvfo-learner", daemon=True)
-            _LIVE_AGENTS.add(self)
-            self._thread.start()
-
-    def _learner_loop(self) -> None:
-        """Train whenever there is data, capped at ``replay_ratio`` updates per observed frame."""
-        while not self._stop.is_set():
-            if self.updates >= self.hp["replay_ratio"] * self.steps:
-                time.sleep(0.0002)
-                continue
-            self.update()
-            if self.updates % self.hp["publish_every"] == 0:
-                self._publish()
-        self._publish()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def wait_for_learner(self, timeout_s: float = 5.0) -> None:
-        """Let the learner catch up to its replay-ratio cap (tests and end-of-training only)."""
-        end = time.monotonic() + timeout_s
-        while self._thread is not None and self.updates < self.hp["replay_ratio"] * self.steps \
-                and time.monotonic() < end:
-            time.sleep(0.001)
 
     def learn_offline(self, transitions: Iterable[Tuple[Any, Any, float, Any, bool]], steps: int) -> float:
         """Batch RL from recorded (s, a, r, s2, done) (e.g. a rosbag's Transition messages)."""
@@ -372,6 +333,7 @@ class DvfoAgent(Policy):
         with self._update_lock:
             return {"q": {k: v.clone() for k, v in self.q.state_dict().items()},
                     "q_target": {k: v.clone() for k, v in self.q_target.state_dict().items()},
+                    "q_avg": {k: v.clone() for k, v in self.q_avg.state_dict().items()},
                     "steps": int(self.steps), "updates": int(self.updates),
                     "support": torch.as_tensor(self.support.counts.copy())}
 
@@ -379,6 +341,7 @@ class DvfoAgent(Policy):
         with self._update_lock:
             self.q.load_state_dict(state["q"])
             self.q_target.load_state_dict(state.get("q_target", state["q"]))
+            self.q_avg.load_state_dict(state.get("q_avg", state["q"]))   # older checkpoints: the online net
             self.steps = int(state.get("steps", 0))
             self.updates = int(state.get("updates", 0))
             if "support" in state and tuple(state["support"].shape) == self.support.counts.shape:

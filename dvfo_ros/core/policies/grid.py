@@ -6,8 +6,12 @@
 
 A *training group* is one (profile, model, workload, eta): bandwidth is a state feature, so every learnt
 policy (dvfo, dvfs_only, offload_only, autoscale) is trained once per group, as long as DVFO and on the
-same trace, a uniform 0.5-8 Mbps one (the DVFO testbed's range, redrawn every second), then judged
-on constant-bandwidth traces at each grid bandwidth. A *cell* is a group at one bandwidth: every policy
+same trace, one over the DVFO testbed's 0.5-8 Mbps range (log-uniform, as the grid's bandwidths
+are; redrawn every second, or every ``TRAIN_TRACE_FRAMES`` frames at the edge's own pace where frames
+are slower: the state's bandwidth is what the last frame met, so a regime shorter than a few frames
+leaves it uninformative, and DVFO, trained so on a Nano running the ViT back to back, offloaded into
+a 0.5 Mbps link at 5x the edge's cost), then judged on constant-bandwidth traces at each grid
+bandwidth. A *cell* is a group at one bandwidth: every policy
 runs the same frames for each evaluation seed (the twin's noise, the frames' importance draws and the
 start point differ by seed; the learnt policies are trained once, with ``train_seed``), and
 ``grid_report`` turns the runs into means with 95 % intervals across evaluation seeds.
@@ -46,10 +50,13 @@ REQUIRED = ("dvfo", "edge_only", "oracle")
 # Files whose source defines the twin, the MDP and the learnt policies: their hash is in every cache key.
 _SOURCE_GLOBS = ("mdp/*.py", "twin/*.py", "twin/profiles/*.yaml", "io/traces.py", "inference/models.py",
                  "inference/vit.py",
-                 "policies/base.py", "policies/dvfo.py", "policies/qtables.py", "policies/baselines.py",
+                 "policies/base.py", "policies/dvfo.py", "policies/qtables.py", "policies/exploration.py",
+                 "policies/learner.py", "policies/baselines.py",
                  "policies/autoscale.py", "policies/experiments.py")
 _CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_TRACE_HOLD_S = 1.0            # the training trace redraws its bandwidth every second
+TRAIN_TRACE_HOLD_S = 1.0            # the training trace redraws its bandwidth every second at the least
+TRAIN_TRACE_FRAMES = 25             # ... and holds it for this many frames at the edge's max-clock pace
+TRAIN_TRACE_REGIMES = 100           # ... over a trace of at least this many regimes (600 s at the least)
 TRAIN_TRACE_S = 600.0
 
 
@@ -141,19 +148,34 @@ def constant_trace(bandwidth_mbps: float, rtt_ms: float) -> Any:
                         name=f"const_{bandwidth_mbps:g}mbps")
 
 
-def train_trace_spec(cfg: GridConfig) -> Dict[str, Any]:
-    """What the training trace is (it goes into the cache key): uniform over the grid's bandwidth range."""
-    return {"kind": "uniform", "low_mbps": float(min(cfg.bandwidths_mbps)),
-            "high_mbps": float(max(cfg.bandwidths_mbps)),
-            "hold_s": TRAIN_TRACE_HOLD_S, "duration_s": TRAIN_TRACE_S, "rtt_ms": float(cfg.rtt_ms),
+def train_hold_s(cfg: GridConfig, setup: Any) -> float:
+    """How long the group's training trace holds a bandwidth: a second, or ``TRAIN_TRACE_FRAMES``
+    frames of the edge at max clocks (its reference latency, or the camera period if longer)."""
+    t_ref_ms = setup.make_env().reward_cfg.latency_ref_ms
+    frame_ms = max(t_ref_ms, 1000.0 / cfg.fps) if setup.arrival == "camera" else t_ref_ms
+    return round(max(TRAIN_TRACE_HOLD_S, TRAIN_TRACE_FRAMES * frame_ms / 1000.0), 3)
+
+
+def train_trace_spec(cfg: GridConfig, hold_s: float = TRAIN_TRACE_HOLD_S) -> Dict[str, Any]:
+    """What a training trace is (it goes into the cache key): log-uniform over the grid's bandwidths."""
+    return {"kind": "log_uniform", "low_mbps": float(min(cfg.bandwidths_mbps)),
+            "high_mbps": float(max(cfg.bandwidths_mbps)), "hold_s": float(hold_s),
+            "duration_s": max(TRAIN_TRACE_S, TRAIN_TRACE_REGIMES * float(hold_s)), "rtt_ms": float(cfg.rtt_ms),
             "seed": int(cfg.train_seed)}
 
 
-def train_trace(cfg: GridConfig) -> Any:
+def train_trace(cfg: GridConfig, hold_s: float = TRAIN_TRACE_HOLD_S) -> Any:
     from dvfo_ros.core.io.traces import uniform_trace
-    s = train_trace_spec(cfg)
-    return uniform_trace(s["low_mbps"], s["high_mbps"], duration_s=s["duration_s"], step_s=s["hold_s"],
-                         rtt_ms=s["rtt_ms"], seed=s["seed"], hold_s=s["hold_s"])
+    s = train_trace_spec(cfg, hold_s)
+    return uniform_trace(s["low_mbps"], s["high_mbps"], duration_s=s["duration_s"], step_s=TRAIN_TRACE_HOLD_S,
+                         rtt_ms=s["rtt_ms"], seed=s["seed"], hold_s=s["hold_s"], log=True)
+
+
+def group_train_setup(cfg: GridConfig, group: Tuple[str, str, str, float]) -> TwinSetup:
+    """The group's twin on its training trace (whose hold depends on the group: ``train_hold_s``)."""
+    profile, model, workload, eta = group
+    setup = group_setup(cfg, profile, model, workload, eta, constant_trace(max(cfg.bandwidths_mbps), cfg.rtt_ms))
+    return dataclasses.replace(setup, trace=train_trace(cfg, train_hold_s(cfg, setup)))
 
 
 def group_setup(cfg: GridConfig, profile: str, model: str, workload: str, eta: float, trace: Any) -> TwinSetup:
@@ -183,7 +205,7 @@ def checkpoint_key(cfg: GridConfig, setup: TwinSetup, policy: str, source: str) 
     """Hash of everything that affects one trained policy: the setup (trace by its spec), the steps,
     the agent's options, the policy and the source of the files that define it and the twin."""
     s = dataclasses.asdict(setup)
-    s["trace"] = train_trace_spec(cfg)
+    s["trace"] = train_trace_spec(cfg, train_hold_s(cfg, setup))
     payload = {"setup": s, "steps": cfg.steps, "agent": dataclasses.asdict(cfg.agent or AgentOptions()),
                "policy": policy, "source": source}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -242,7 +264,7 @@ def run_group(cfg: GridConfig, group: Tuple[str, str, str, float]) -> Dict[str, 
     torch.set_num_threads(1)
     policy_names()                          # every policy module registered
     profile, model, workload, eta = group
-    setup = group_setup(cfg, profile, model, workload, eta, train_trace(cfg))
+    setup = group_train_setup(cfg, group)
     info: Dict[str, Any] = {"profile": profile, "model": model, "workload": workload, "eta": eta,
                             "trained": [], "loaded": [], "checkpoints": {}, "train_wall_s": {}}
     t0 = time.monotonic()

@@ -261,7 +261,7 @@ class OfflineTrainer:
     """Gradient steps on the DVFO agent's networks from fixed data (see the module docstring)."""
 
     def __init__(self, agent: Any, cql_alpha: float = 1.0) -> None:
-        for attr in ("q", "q_target", "opt", "hp"):
+        for attr in ("q", "q_target", "opt", "hp", "soft_update"):
             if not hasattr(agent, attr):
                 raise OfflineError(f"policy '{getattr(agent, 'name', agent)}' has no Q-network to train offline")
         self.agent = agent
@@ -274,23 +274,20 @@ class OfflineTrainer:
         s, a, r, s2, done = (torch.as_tensor(x) for x in batch)
         y = ag.td_target(r, s2, done)
         q_all = ag.joint_q(ag.q, s)
-        q_data = ag.q.q_of(s, a)
-        td = F.smooth_l1_loss(q_data, y)
-        cql = (torch.logsumexp(q_all, 1) - q_data).mean()
+        q_data = ag.q.q_of(s, a)                     # [batch, heads]: every head regresses y
+        td = F.smooth_l1_loss(q_data, y.view(-1, 1).expand_as(q_data))
+        cql = (torch.logsumexp(q_all, 1) - q_data.mean(1)).mean()
         return td + self.alpha * cql, td, cql
 
     def step(self, batch: Tuple[np.ndarray, ...]) -> Dict[str, float]:
-        """One gradient step; soft target update with the agent's tau."""
+        """One gradient step; the agent's Polyak updates (``soft_update``)."""
         ag = self.agent
         loss, td, cql = self._losses(batch)
         ag.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ag.q.parameters(), 10.0)
         ag.opt.step()
-        tau = ag.hp["tau"]
-        with torch.no_grad():
-            for p, pt in zip(ag.q.parameters(), ag.q_target.parameters()):
-                pt.mul_(1.0 - tau).add_(p, alpha=tau)
+        ag.soft_update()                    # the TD target and the average the policy deploys
         ag.updates = int(getattr(ag, "updates", 0)) + 1
         return {"loss": float(loss.detach()), "td": float(td.detach()), "cql": float(cql.detach())}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ class PairwiseQNet(nn.Module):
     double Q, as in TD3): where data is thin the heads' extrapolations disagree and the minimum is
     pessimistic, where data is rich they agree."""
 
+    strides: torch.Tensor                   # buffers (not saved: they follow from the layout)
+    offsets: torch.Tensor
+
     def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128, head: str = "xi",
                  heads: int = 1) -> None:
         super().__init__()
@@ -54,6 +57,15 @@ class PairwiseQNet(nn.Module):
         self.size = self.layout[-1][2]
         self.trunk = nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, self.heads * self.size)
+        # a joint action's row-major index into every table, as one matrix product: a @ strides + offsets
+        strides = torch.zeros(len(self.branches), len(self.layout), dtype=torch.int64)
+        for j, (dims, _, _, _) in enumerate(self.layout):
+            step = 1
+            for d in reversed(dims):
+                strides[d, j] = step
+                step *= self.branches[d]
+        self.register_buffer("strides", strides, persistent=False)
+        self.register_buffer("offsets", torch.tensor([lo for _, lo, _, _ in self.layout]), persistent=False)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Q of every joint action (the minimum over heads), shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
@@ -65,17 +77,20 @@ class PairwiseQNet(nn.Module):
         return q.view(b, self.heads, *q.shape[1:]).amin(dim=1)
 
     def q_of(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Q(s, a) of the joint actions taken, per head: [batch, heads] (gathers the tables)."""
+        """Q(s, a) of the joint actions taken, per head: [batch, heads] (one gather of every table)."""
         b = s.shape[0]
         z = self.out(self.trunk(s)).view(b, self.heads, self.size)
-        q = z[:, :, 0]
-        n = self.branches
-        for dims, lo, _, _ in self.layout:
-            idx = a[:, dims[0]]
-            for d in dims[1:]:               # row-major flat index into the table
-                idx = idx * n[d] + a[:, d]
-            q = q + z[:, :, lo:].gather(2, idx.view(-1, 1, 1).expand(b, self.heads, 1)).squeeze(2)
-        return q
+        idx = a @ self.strides + self.offsets                  # [batch, tables]: each table's flat index
+        return z[:, :, 0] + z.gather(2, idx.unsqueeze(1).expand(b, self.heads, idx.shape[1])).sum(2)
+
+
+def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam, fused where this torch has the fused CPU kernel (half a learner step here), else plain."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):      # an older torch (a Jetson's wheel): no fused CPU Adam
+        return torch.optim.Adam(params, lr=lr)
 
 
 class ReplayBuffer:
