@@ -165,3 +165,27 @@ def test_bag_info_cli(tmp_path, capsys):
     assert p["frames"] == 300 and p["energy_j_per_frame"] > 0 and p["latency_ms_p95"] >= p["latency_ms_mean"] > 0
     assert main(["info", str(tmp_path / "nope")]) == 1
     assert "no such bag" in capsys.readouterr().err
+
+
+def test_bag_info_counts_error_frames_apart_from_the_classified_ones(tmp_path, capsys):
+    """A frame the executor could not classify (bad encoding) is an error result: counted in its own
+    column, never averaged into latency or energy."""
+    from dvfo_ros.cli.bag import main
+    from dvfo_ros.core.io.summary import format_table, summarise
+    bag = tmp_path / "err"
+    with BagWriter(bag, "mcap") as w:
+        w.add_topic("/dvfo/inference", "dvfo_ros/msg/InferenceResult")
+        for i in range(10):
+            bad = i % 5 == 4
+            w.write("/dvfo/inference", 10**18 + i, make_message(
+                w.store, "dvfo_ros/msg/InferenceResult", 10**18 + i, seq=i, total_ms=0.0 if bad else 20.0,
+                energy_j=0.0 if bad else 0.1, error=bad, error_reason="unsupported encoding 'yuv9'" if bad else ""))
+    assert main(["info", str(bag), "--json", str(tmp_path / "s.json")]) == 0
+    assert "errors" in capsys.readouterr().out
+    p = json.loads((tmp_path / "s.json").read_text())["policies"]["unknown"]
+    assert p["frames"] == 8 and p["errors"] == 2 and p["latency_ms_mean"] == pytest.approx(20.0)
+    rows = [{"seq": i, "total_ms": 0.0 if i == 3 else 30.0, "energy_j": 0.2, "bytes_sent": 0, "fallback": False,
+             "error": i == 3, "error_reason": "corrupt data" if i == 3 else ""} for i in range(4)]
+    s = summarise(4, rows, "static", "xavier_nx")
+    assert s["results_out"] == 4 and s["errors"] == 1 and s["latency_ms_mean"] == pytest.approx(30.0)
+    assert "1: corrupt data" in format_table(s)

@@ -188,3 +188,43 @@ def test_the_executor_checks_its_input_against_the_camera_it_runs_with():
     assert linked_params({"fps": 30.0}, {}) == {"expected_fps": 30.0}
     assert linked_params({"fps": 30.0}, {"expected_fps": 0.0}) == {}
     assert linked_params({}, {}) == {}
+
+
+def test_a_camera_whose_reads_fail_reports_the_rate_it_publishes_not_the_rate_it_tries():
+    """Every other read fails: the camera is in ERROR with the read's reason, and its rate is the frames it
+    published (about half its fps), not its timer's."""
+    from dvfo_ros.nodes.camera import CameraNode
+    ERROR = 2
+    with ros_context() as ctx:
+        cam = CameraNode(context=ctx, parameter_overrides=[Parameter("width", value=32), Parameter("height", value=32),
+                                                           Parameter("fps", value=10.0),
+                                                           Parameter("diagnostic_window_s", value=2.0)])
+        cam._frames = _EveryOtherReadFails(cam._frames)
+        probe = Node("probe", context=ctx)
+        from sensor_msgs.msg import Image
+        probe.create_subscription(Image, "camera/image_raw", lambda m: None, QoSProfile(depth=5))
+        d = Diags(probe)
+        t0 = time.monotonic()
+        st = d.wait(ctx, [cam, probe], "camera: frames", lambda s: _level(s) == ERROR, since=t0 + 2.5, timeout_s=8)
+        assert "frame read failed: bad sector" in st.message, st.message
+        values = {kv.key: kv.value for kv in st.values}
+        assert 3.5 <= float(values["rate_hz"]) <= 6.5, values
+        assert cam.frames_published > 0
+        for n in (cam, probe):
+            n.destroy_node()
+
+
+class _EveryOtherReadFails:
+    """The camera's own source, with every other read raising (a flaky disk or USB camera)."""
+
+    def __init__(self, frames):
+        self.frames, self.reads = frames, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.reads += 1
+        if self.reads % 2 == 0:
+            raise OSError("bad sector")
+        return next(self.frames)

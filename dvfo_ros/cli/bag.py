@@ -56,7 +56,7 @@ def summarize(path: str, warn=None) -> Dict[str, Any]:
 
         def bucket(name: str) -> Dict[str, Any]:
             return per_policy.setdefault(name, {"energy": _Stat(), "latency": array("f"), "fallback": 0,
-                                                "xi": _Stat(), "correct": 0, "labelled": 0,
+                                                "errors": 0, "xi": _Stat(), "correct": 0, "labelled": 0,
                                                 "reward": _Stat(), "transitions": 0})
         for m in r.messages():
             counts[m.topic] += 1
@@ -74,6 +74,8 @@ def summarize(path: str, warn=None) -> Dict[str, Any]:
                     b["reward"].add(rew)
                 else:
                     nan_rewards += 1
+            elif m.msgtype == "dvfo_ros/msg/InferenceResult" and bool(getattr(msg, "error", False)):
+                bucket(current)["errors"] += 1          # not classified: out of the latency and energy figures
             elif m.msgtype == "dvfo_ros/msg/InferenceResult":
                 b = bucket(current)
                 b["energy"].add(float(getattr(msg, "energy_j", 0.0)))
@@ -98,7 +100,8 @@ def summarize(path: str, warn=None) -> Dict[str, Any]:
         for name, b in sorted(per_policy.items()):
             lat = np.asarray(b["latency"], np.float64)
             out["policies"][name] = {
-                "frames": int(lat.size), "energy_j_per_frame": b["energy"].mean if b["energy"].n else None,
+                "frames": int(lat.size), "errors": int(b["errors"]),
+                "energy_j_per_frame": b["energy"].mean if b["energy"].n else None,
                 "latency_ms_mean": float(lat.mean()) if lat.size else None,
                 "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None,
                 "offload_ratio_mean": b["xi"].mean if b["xi"].n else None,
@@ -122,11 +125,12 @@ def print_summary(s: Dict[str, Any]) -> None:
     else:
         print("rewards:   no Transition messages" + (f" ({rw['nan']} NaN)" if rw["nan"] else ""))
     if s["policies"]:
-        print(format_table(((name, p["frames"], p["energy_j_per_frame"], p["latency_ms_mean"], p["latency_ms_p95"],
-                             p["offload_ratio_mean"], p["fallback_share"], p["accuracy"], p["reward_mean"])
-                            for name, p in s["policies"].items()),
-                           ("policy", "frames", "E J/frame", "lat ms", "p95 ms", "xi", "fallback", "acc", "reward"),
-                           floatfmt=("", "", ".4f", ".1f", ".1f", ".2f", ".2f", ".2f", ".4f"), indent="  "))
+        print(format_table(((name, p["frames"], p["errors"], p["energy_j_per_frame"], p["latency_ms_mean"],
+                             p["latency_ms_p95"], p["offload_ratio_mean"], p["fallback_share"], p["accuracy"],
+                             p["reward_mean"]) for name, p in s["policies"].items()),
+                           ("policy", "frames", "errors", "E J/frame", "lat ms", "p95 ms", "xi", "fallback", "acc",
+                            "reward"),
+                           floatfmt=("", "", "", ".4f", ".1f", ".1f", ".2f", ".2f", ".2f", ".4f"), indent="  "))
     for w in s["warnings"]:
         print(f"warning: {w}")
 

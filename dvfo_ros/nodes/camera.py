@@ -47,6 +47,8 @@ class CameraNode(Node):
         self.finished = False
         self.waiting = False
         self.health = StreamHealth(self.params["diagnostic_window_s"], self.params["fps"], what="frames")
+        # failed reads apart: the rate and the stale check count the frames actually published
+        self.read_failures = StreamHealth(self.params["diagnostic_window_s"], what="frame reads")
         self.diagnostics = Diagnostics(self)
         self.diagnostics.follow_device_state()
         self.diagnostics.add("frames", self._status)
@@ -76,7 +78,7 @@ class CameraNode(Node):
         """Publishing at fps (frequency check), ERROR while a failed read is in the window; idle is OK."""
         if self.finished:
             return Status(OK, f"source ended after {self.frames_published} frames").add(frames=self.frames_published)
-        failed = self.health.kinds_status(now)
+        failed = self.read_failures.kinds_status(now)
         if self.waiting:
             st = merge([failed if failed.level == ERROR else Status(), Status(OK, "waiting for a subscriber")])
         else:
@@ -99,7 +101,7 @@ class CameraNode(Node):
             return
         except Exception as e:  # noqa: BLE001 - a bad frame must not stop the camera
             self.get_logger().error(f"frame read failed: {e}", throttle_duration_sec=5.0)
-            self.health.add(monotonic(), "failed", reason=f"frame read failed: {e}")
+            self.read_failures.add(monotonic(), "failed", reason=f"frame read failed: {e}")
             return
         stamp = self.get_clock().now().to_msg()
         if self.bridge is not None:

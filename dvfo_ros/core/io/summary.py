@@ -7,23 +7,32 @@ import numpy as np
 
 from dvfo_ros.core.io.tables import format_table as _table
 
-KEYS = ("frames_in", "results_out", "fallbacks", "latency_ms_mean", "latency_ms_p95", "energy_j_per_frame",
+KEYS = ("frames_in", "results_out", "errors", "fallbacks", "latency_ms_mean", "latency_ms_p95", "energy_j_per_frame",
         "bytes_sent_per_frame", "policy", "device_profile")
 
 
 def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, device_profile: str,
               **extra: Any) -> Dict[str, Any]:
     """results: one dict per InferenceResult (seq, total_ms, energy_j, bytes_sent, fallback, cloud_used, label,
-    correct)."""
+    correct, error, error_reason). Error frames (not classified: a bad encoding, corrupt data) are counted, with
+    their reasons, and left out of the latency, energy and accuracy figures."""
     by_seq: Dict[int, Dict[str, Any]] = {}
     for r in results:
         by_seq.setdefault(int(r["seq"]), r)
-    rs: List[Dict[str, Any]] = list(by_seq.values())
+    answered: List[Dict[str, Any]] = list(by_seq.values())
+    errors = [r for r in answered if r.get("error")]
+    reasons: Dict[str, int] = {}
+    for r in errors:
+        key = str(r.get("error_reason") or "unknown")
+        reasons[key] = reasons.get(key, 0) + 1
+    rs = [r for r in answered if not r.get("error")]
     lat = np.array([r["total_ms"] for r in rs], dtype=float)
     labelled = [r for r in rs if r.get("label", -1) >= 0]
     out: Dict[str, Any] = {
         "frames_in": int(frames_in),
-        "results_out": len(rs),
+        "results_out": len(answered),
+        "errors": len(errors),
+        "error_reasons": reasons,
         "fallbacks": int(sum(bool(r["fallback"]) for r in rs)),
         "cloud_used": int(sum(bool(r.get("cloud_used")) for r in rs)),
         "latency_ms_mean": float(lat.mean()) if len(lat) else 0.0,
@@ -40,10 +49,20 @@ def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, de
     return out
 
 
+def error_cell(s: Dict[str, Any]) -> str:
+    """'0', or the count and the commonest reason ('3: unsupported encoding ...'), cut to fit a table."""
+    n = int(s.get("errors", 0))
+    if not n:
+        return "0"
+    reason = max(s.get("error_reasons", {}).items(), key=lambda kv: kv[1], default=("unknown", n))[0]
+    return f"{n}: {reason if len(reason) <= 48 else reason[:45] + '...'}"
+
+
 def format_table(s: Dict[str, Any]) -> str:
     """The summary as the boxed two-column table dvfo-pipeline prints."""
     rows = [
         ("frames in", s["frames_in"]), ("results out", s["results_out"]),
+        ("error frames (not classified)", error_cell(s)),
         ("cloud fallbacks", s["fallbacks"]), ("frames fused with cloud", s.get("cloud_used", 0)),
         ("latency mean (ms)", f"{s['latency_ms_mean']:.2f}"), ("latency p95 (ms)", f"{s['latency_ms_p95']:.2f}"),
         ("energy per frame (J)", f"{s['energy_j_per_frame']:.4f}"),
