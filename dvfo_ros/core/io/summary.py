@@ -1,6 +1,7 @@
 """The pipeline's summary: what a user reads after a run (and what --report writes as JSON)."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Dict, Iterable, List
 
 import numpy as np
@@ -21,10 +22,7 @@ def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, de
         by_seq.setdefault(int(r["seq"]), r)
     answered: List[Dict[str, Any]] = list(by_seq.values())
     errors = [r for r in answered if r.get("error")]
-    reasons: Dict[str, int] = {}
-    for r in errors:
-        key = str(r.get("error_reason") or "unknown")
-        reasons[key] = reasons.get(key, 0) + 1
+    reasons = Counter(str(r.get("error_reason") or "unknown") for r in errors)
     rs = [r for r in answered if not r.get("error")]
     lat = np.array([r["total_ms"] for r in rs], dtype=float)
     labelled = [r for r in rs if r.get("label", -1) >= 0]
@@ -32,7 +30,7 @@ def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, de
         "frames_in": int(frames_in),
         "results_out": len(answered),
         "errors": len(errors),
-        "error_reasons": reasons,
+        "error_reasons": dict(reasons.most_common()),
         "fallbacks": int(sum(bool(r["fallback"]) for r in rs)),
         "cloud_used": int(sum(bool(r.get("cloud_used")) for r in rs)),
         "latency_ms_mean": float(lat.mean()) if len(lat) else 0.0,
@@ -54,7 +52,7 @@ def error_cell(s: Dict[str, Any]) -> str:
     n = int(s.get("errors", 0))
     if not n:
         return "0"
-    reason = max(s.get("error_reasons", {}).items(), key=lambda kv: kv[1], default=("unknown", n))[0]
+    reason = next(iter(s.get("error_reasons") or {"unknown": n}))     # most common first
     return f"{n}: {reason if len(reason) <= 48 else reason[:45] + '...'}"
 
 

@@ -27,15 +27,14 @@ def explore(a: np.ndarray, learned: Sequence[int], *, eps: float, rng: np.random
             if rng.random() < eps:
                 a[d] = rng.integers(n[d])
     elif rng.random() < eps:
-        joint = True
-        if mode == "mixed" and rng.random() < clock_share:   # random clocks at the greedy xi
-            clocks = [d for d in learned if d != xi]
-            joint = not clocks                                # offload_only: xi is all it has
-            learned = clocks or list(learned)
-        if mode in ("joint", "mixed"):                    # a random joint action
+        clocks = [d for d in learned if d != xi]
+        if mode == "mixed" and rng.random() < clock_share and clocks:   # random clocks at the greedy xi
+            for d in clocks:
+                a[d] = rng.integers(n[d])
+        elif mode in ("joint", "mixed"):                  # a random joint action (offload_only: xi alone)
             for d in learned:
                 a[d] = rng.integers(n[d])
-            if mode == "mixed" and joint and xi in learned and n[xi] > 1:
+            if mode == "mixed" and xi in learned and n[xi] > 1:
                 a[xi] = 0 if rng.random() < local_share else rng.integers(1, n[xi])
         else:                                             # one branch moved, the others greedy
             d = learned[int(rng.integers(len(learned)))]
