@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from dvfo_ros.core.policies import (POLICIES, CheckpointError, load_policy, make_policy, policy_names, rollout)
-from dvfo_ros.core.mdp import STATE_DIM, SimEnv, build_state
+from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, STATE_NAMES, SimEnv, build_state
 
 torch.set_num_threads(1)
 FIXED = ["edge_only", "cloud_only", "max_freq", "ondemand", "static"]
 DESIGN_NAMES = {"dvfo", "static", "edge_only", "cloud_only", "max_freq", "ondemand", "dvfs_only", "offload_only",
                 "oracle", "autoscale", "neurosurgeon"}
+XI = BRANCH_NAMES.index("xi")
 SMALL = dict(learning_starts=64, batch_size=32, exploration_steps=300, hidden=32)
 
 
@@ -357,3 +358,30 @@ def test_a_trained_policy_acts_on_the_average_of_its_recent_weights():
     transitions = [(st, env.action_space.sample(rng), -1.0, st, False) for st in states]
     off.learn_offline(iter(transitions), steps=30)
     assert (off.q_avg.out.weight - off.q.out.weight).norm() < (init - off.q.out.weight).norm()
+
+
+def test_local_actions_are_valued_without_the_link_and_old_checkpoints_keep_their_meaning(tmp_path):
+    """A local frame never touches the network, so the value of every xi = 0 action must not move with
+    the link's bandwidth or RTT (a Wi-Fi link faster than any in training cannot bend the local clock
+    choice), while offload actions do read it. A checkpoint saved before the option loads as it was."""
+    env = SimEnv(seed=9)
+    agent = make_policy("dvfo_sequential", env.action_space, seed=4, **SMALL)
+    rollout(env, agent, 200, learn=True)
+    agent.train(False)
+    bw, rtt = STATE_NAMES.index("bandwidth_mbps"), STATE_NAMES.index("rtt_ms")
+    s = np.random.default_rng(2).uniform(0, 1, STATE_DIM).astype(np.float32)
+    fast = s.copy()
+    fast[bw], fast[rtt] = 0.95, 0.05
+    q, q_fast = agent.q_table(s), agent.q_table(fast)
+    assert np.array_equal(q[..., 0], q_fast[..., 0]) and not np.allclose(q[..., 1:], q_fast[..., 1:])
+    local = agent.greedy(s, fixed={XI: 0})
+    assert np.array_equal(agent.greedy(fast, fixed={XI: 0}), local)
+    with torch.no_grad():                          # the torch path (training) agrees with the acting path
+        assert np.allclose(agent.q_avg(torch.as_tensor(fast[None]))[0].numpy(), q_fast, atol=1e-5)
+    state = agent.state_dict()
+    del state["local_blind"]                       # what a checkpoint from before the option holds
+    old = make_policy("dvfo_sequential", env.action_space, seed=4, **SMALL)
+    old.load_state_dict(state)
+    old.train(False)
+    assert old.config()["local_blind"] is False
+    assert not np.array_equal(old.q_table(s)[..., 0], old.q_table(fast)[..., 0])

@@ -58,6 +58,13 @@ bandwidth and RTT features), and only when predicted to beat the best local acti
 ``offload_margin`` (0.02: 2 % of the edge's cost at top clocks, about the regression's error). xi = 0
 is always allowed: the guard can only replace an offload by the best local action.
 
+Local slice without the link (our choice; the paper is silent). A local frame never touches the
+network, so every xi = 0 action is valued on the state with bandwidth and RTT masked (``local_blind``,
+``qtables.mask_network``): Q(s, a) = net(mask(s) if xi = 0 else s, a). Reading the link, the local
+slice extrapolated on a Wi-Fi trace faster than any in training and chose worse clocks than
+``dvfs_only`` (+0.8 % / +1.5 % over the oracle on Xavier NX / TX2, where ``dvfs_only`` was +0.0 %);
+blind to it, +0.0 % on both. Checkpoints from before the option load with it off.
+
 Regression (our choices; the paper states a DQN and is silent on these): Huber loss, as in DQN
 (Mnih et al., 2015), on rewards floored at ``reward_floor`` = -5 (five times the edge's cost at top
 clocks): below it the size of a catastrophe (an offload into a 600 ms dropout costs about -40) says
@@ -75,7 +82,7 @@ from torch import nn
 from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.exploration import MODES, explore
 from dvfo_ros.core.policies.learner import LearnerThread
-from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer, adam
+from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer, adam, mask_network
 from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, ActionSpace
 
 XI = BRANCH_NAMES.index("xi")
@@ -93,7 +100,7 @@ class DvfoAgent(LearnerThread, Policy):
                  head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
                  clock_share: float = 0.8, heads: int = 1, offload_margin: float = 0.02,
                  min_support: int = 3, support_bins: int = 10, local_share: float = 0.5,
-                 average_tau: float = 0.01) -> None:
+                 average_tau: float = 0.01, local_blind: bool = True) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -106,7 +113,8 @@ class DvfoAgent(LearnerThread, Policy):
             learner_step_ms=float(learner_step_ms), act_ms=float(act_ms), head=str(head),
             reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
             heads=int(heads), offload_margin=float(offload_margin), min_support=int(min_support),
-            support_bins=int(support_bins), local_share=float(local_share), average_tau=float(average_tau))
+            support_bins=int(support_bins), local_share=float(local_share), average_tau=float(average_tau),
+            local_blind=bool(local_blind))
         if self.hp["heads"] < 1 or self.hp["min_support"] < 0 or self.hp["offload_margin"] < 0:
             raise ValueError("heads must be >= 1, min_support and offload_margin >= 0")
         if not (0.0 <= self.hp["local_share"] <= 1.0 and 0.0 < self.hp["average_tau"] <= 1.0):
@@ -127,10 +135,10 @@ class DvfoAgent(LearnerThread, Policy):
         self._learned = [d for d in range(4) if d not in self._fixed]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
-        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
+            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
         self.q_target.load_state_dict(self.q.state_dict())
-        self.q_avg = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads)
+        self.q_avg = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
         self.q_avg.load_state_dict(self.q.state_dict())
         self.opt = adam(self.q.parameters(), lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
@@ -190,8 +198,15 @@ class DvfoAgent(LearnerThread, Policy):
 
     def q_table(self, state: np.ndarray) -> np.ndarray:
         """Q of every joint action for one state from the published weights, shape = branches."""
+        state = np.asarray(state, np.float32)
+        out = self._tables(state)
+        if self.hp["local_blind"]:                # the local slice reads the state without the link
+            out[..., 0] = self._tables(mask_network(state))[..., 0]
+        return out
+
+    def _tables(self, state: np.ndarray) -> np.ndarray:
         w1, b1, w2, b2, wo, bo = self._actor
-        h = np.maximum(np.asarray(state, np.float32) @ w1 + b1, 0.0)
+        h = np.maximum(state @ w1 + b1, 0.0)
         zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.q.heads, self.q.size)
         out: Optional[np.ndarray] = None
         for z in zs:
@@ -335,13 +350,18 @@ class DvfoAgent(LearnerThread, Policy):
                     "q_target": {k: v.clone() for k, v in self.q_target.state_dict().items()},
                     "q_avg": {k: v.clone() for k, v in self.q_avg.state_dict().items()},
                     "steps": int(self.steps), "updates": int(self.updates),
-                    "support": torch.as_tensor(self.support.counts.copy())}
+                    "support": torch.as_tensor(self.support.counts.copy()),
+                    "local_blind": bool(self.hp["local_blind"])}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         with self._update_lock:
             self.q.load_state_dict(state["q"])
             self.q_target.load_state_dict(state.get("q_target", state["q"]))
             self.q_avg.load_state_dict(state.get("q_avg", state["q"]))   # older checkpoints: the online net
+            blind = bool(state.get("local_blind", False))   # older checkpoints: the local slice saw the link
+            self.hp["local_blind"] = blind
+            for net in (self.q, self.q_target, self.q_avg):
+                net.local_blind = blind
             self.steps = int(state.get("steps", 0))
             self.updates = int(state.get("updates", 0))
             if "support" in state and tuple(state["support"].shape) == self.support.counts.shape:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 
 from dvfo_ros.core.mdp import STATE_NAMES
 
+_Array = TypeVar("_Array", torch.Tensor, np.ndarray)
 _NET = (STATE_NAMES.index("bandwidth_mbps"), STATE_NAMES.index("rtt_ms"))
 
 
@@ -39,18 +40,32 @@ def _layout(branches: Sequence[int], head: str = "xi") -> List[Tuple[Tuple[int, 
     return out
 
 
+def mask_network(s: _Array) -> _Array:
+    """``s`` (a tensor or array) with its network features (bandwidth, RTT) set to 0: what the local
+    slice reads."""
+    out = s.clone() if isinstance(s, torch.Tensor) else np.array(s, copy=True)
+    out[..., list(_NET)] = 0.0
+    return out
+
+
 class PairwiseQNet(nn.Module):
     """Shared trunk, then ONE linear layer emitting, for each of ``heads`` heads, V and every
     xi-conditioned table (``_layout``). With several heads the policy's Q is their minimum (clipped
     double Q, as in TD3): where data is thin the heads' extrapolations disagree and the minimum is
-    pessimistic, where data is rich they agree."""
+    pessimistic, where data is rich they agree.
+
+    ``local_blind``: an action that runs locally (xi = 0, the last branch's level 0) is valued on the
+    state with its network features masked (``mask_network``), Q(s, a) = net(mask(s) if xi = 0 else s, a):
+    a local frame never touches the link, so the local slice cannot extrapolate in network regimes
+    training never met."""
 
     strides: torch.Tensor                   # buffers (not saved: they follow from the layout)
     offsets: torch.Tensor
 
     def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128, head: str = "xi",
-                 heads: int = 1) -> None:
+                 heads: int = 1, local_blind: bool = False) -> None:
         super().__init__()
+        self.local_blind = bool(local_blind)
         self.branches = [int(n) for n in branches]
         self.layout = _layout(self.branches, head)
         self.heads = int(heads)
@@ -67,18 +82,27 @@ class PairwiseQNet(nn.Module):
         self.register_buffer("strides", strides, persistent=False)
         self.register_buffer("offsets", torch.tensor([lo for _, lo, _, _ in self.layout]), persistent=False)
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        """Q of every joint action (the minimum over heads), shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
+    def _tables(self, s: torch.Tensor) -> torch.Tensor:
         b = s.shape[0]
         z = self.out(self.trunk(s)).view(b * self.heads, self.size)
-        q = z[:, :1].view(b * self.heads, 1, 1, 1, 1)
+        q = z[:, :1].view(b * self.heads, *([1] * len(self.branches)))
         for _, lo, hi, shape in self.layout:
             q = q + z[:, lo:hi].view(b * self.heads, *shape)
         return q.view(b, self.heads, *q.shape[1:]).amin(dim=1)
 
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Q of every joint action (the minimum over heads), shape [batch, n_cpu, n_gpu, n_emc, n_xi]."""
+        if not self.local_blind:
+            return self._tables(s)
+        both = self._tables(torch.cat([s, mask_network(s)]))
+        full, local = both.split(s.shape[0])
+        return torch.cat([local[..., :1], full[..., 1:]], dim=-1)
+
     def q_of(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Q(s, a) of the joint actions taken, per head: [batch, heads] (one gather of every table)."""
         b = s.shape[0]
+        if self.local_blind:                                    # local actions read the masked state
+            s = torch.where((a[:, -1] == 0).unsqueeze(1), mask_network(s), s)
         z = self.out(self.trunk(s)).view(b, self.heads, self.size)
         idx = a @ self.strides + self.offsets                  # [batch, tables]: each table's flat index
         return z[:, :, 0] + z.gather(2, idx.unsqueeze(1).expand(b, self.heads, idx.shape[1])).sum(2)
