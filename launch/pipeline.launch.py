@@ -26,7 +26,7 @@ from dvfo_ros.nodes.graph import CLOUD_EXECUTABLE, NODES, cloud_arguments, linke
 OVERRIDES = {
     "device_profile": [("governor", "profile"), ("policy", "profile")],
     "backend": [("governor", "backend")],
-    "model": [("executor", "model")],
+    "model": [("executor", "model"), ("policy", "model")],
     "cloud_endpoint": [("executor", "cloud_endpoint")],
     "policy_mode": [("policy", "policy_mode")],
 }

@@ -18,8 +18,8 @@ IMPORTANCE = [n for n in STATE_NAMES if n.startswith("importance_")]
 BLIND = sorted(n for n, cls in POLICIES.items() if not cls.reads_importance)
 
 
-def test_the_rule_policies_and_only_they_say_they_never_read_the_importance():
-    assert BLIND == ["cloud_only", "edge_only", "max_freq", "ondemand", "static"]
+def test_the_rule_policies_and_neurosurgeon_and_only_they_say_they_never_read_the_importance():
+    assert BLIND == ["cloud_only", "edge_only", "max_freq", "neurosurgeon", "ondemand", "static"]
 
 
 @pytest.mark.parametrize("name", BLIND)
@@ -33,7 +33,8 @@ def test_blind_policies_act_the_same_whatever_the_importance_says(name):
         other = state.copy()
         for feature in IMPORTANCE:
             other[STATE_NAMES.index(feature)] = rng.uniform(0.0, 1.0)
-        assert np.array_equal(policy.act(state), policy.act(other)), name
+        (a, extras), (b, other_extras) = policy.decide(state), policy.decide(other)
+        assert np.array_equal(a, b) and extras == other_extras, name
 
 
 def test_the_policy_in_force_reads_importance_until_a_blind_one_acts():

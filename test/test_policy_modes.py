@@ -24,7 +24,7 @@ def test_advertised_modes_are_the_registry_s_live_ones():
         assert name not in advertised and why_not_live(name).startswith(f"unknown policy '{name}'")
 
 
-@pytest.mark.parametrize("name", ["oracle", "neurosurgeon", "dvfo_sequential"])
+@pytest.mark.parametrize("name", ["oracle", "dvfo_sequential"])
 def test_registered_but_not_live_has_a_one_line_reason(name):
     assert name in POLICIES
     reason = why_not_live(name)

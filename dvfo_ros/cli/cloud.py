@@ -73,11 +73,19 @@ def make_tail_runner(model: Any, device: str) -> Tuple[Any, Dict[str, Any]]:
     if shape is not None:
         accept["hw"] = [int(shape[1]), int(shape[2])]  # a map from another input size is refused
 
+    stage_inputs = model.stage_inputs() if hasattr(model, "stage_inputs") else {}
+    # whole-layer partitions (kind 'partition'): the map after stage k, as it travels (C, h, w)
+    accept["partitions"] = {k: [*shape, 1, 1][:3] for k, shape in stage_inputs.items()}
+
     def runner(header: Dict[str, Any], feat: np.ndarray, channel_idx: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(feat).unsqueeze(0).to(device)
-            idx = torch.from_numpy(channel_idx).to(device)
-            logits = model.cloud_tail(x, idx)
+            if header["kind"] == "partition":
+                k = int(header["split"])
+                x = x.reshape(1, *stage_inputs[k]).to(next(model.parameters()).dtype)
+                logits = model.run_stages(x, k, model.num_stages)
+            else:
+                logits = model.cloud_tail(x, torch.from_numpy(channel_idx).to(device))
         return logits[0].float().cpu().numpy()
 
     return runner, accept

@@ -189,7 +189,7 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
             r = {"seq": m.seq, "total_ms": m.total_ms, "energy_j": m.energy_j, "bytes_sent": m.bytes_sent,
                  "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
                  "offload_ratio": m.offload_ratio, "fallback_reason": m.fallback_reason,
-                 "error": m.error, "error_reason": m.error_reason,
+                 "error": m.error, "error_reason": m.error_reason, "split_index": m.split_index,
                  "stamp_ns": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec}
             results.append(r)
             if on_result is not None:

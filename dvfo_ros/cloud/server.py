@@ -246,6 +246,9 @@ class CloudServer:
             return
         groups: Dict[Any, List[_Job]] = {}
         for job in jobs:
+            if job.header["kind"] != "infer":      # the batch runner runs cloud tails only
+                self._send(job.identity, self._run_one(job.header, job.feat, job.idx, job.t_recv))
+                continue
             groups.setdefault(self.batch_key(job.header), []).append(job)
         for group in groups.values():
             self._run_batch(group)
@@ -279,6 +282,9 @@ class CloudServer:
         return encode_reply(seq, None, error=message)
 
     def _check_accept(self, header: Dict[str, Any]) -> None:
+        if header["kind"] == "partition":
+            self._check_partition(header)
+            return
         for key in ("model", "split", "artifact_id", "total_channels"):
             if key in self.accept and header.get(key) != self.accept[key]:
                 raise CodecError(f"{key} {header.get(key)!r} not served here (this server serves "
@@ -286,3 +292,21 @@ class CloudServer:
         if "hw" in self.accept and list(header["shape"][1:]) != list(self.accept["hw"]):
             raise CodecError(f"feature map {header['shape'][1]}x{header['shape'][2]} does not match "
                              f"the served split's {self.accept['hw'][0]}x{self.accept['hw'][1]}")
+
+    def _check_partition(self, header: Dict[str, Any]) -> None:
+        """A whole map after stage `split`: same model and artifact, a cut this server can finish, and
+        exactly the map that stage makes (every channel, its size)."""
+        for key in ("model", "artifact_id"):
+            if key in self.accept and header.get(key) != self.accept[key]:
+                raise CodecError(f"{key} {header.get(key)!r} not served here (this server serves "
+                                 f"{self.accept[key]!r})")
+        shapes = self.accept.get("partitions")
+        if not shapes:
+            raise CodecError("this server runs no whole-layer partitions")
+        expected = shapes.get(int(header["split"]))
+        if expected is None:
+            raise CodecError(f"partition point {header['split']} not served here (0..{max(shapes)})")
+        if [header["total_channels"], *header["shape"][1:]] != list(expected) or header["shape"][0] != expected[0]:
+            raise CodecError(f"partition {header['split']} takes the whole {'x'.join(map(str, expected))} map, "
+                             f"got {'x'.join(map(str, header['shape']))} of {header['total_channels']} channels")
+

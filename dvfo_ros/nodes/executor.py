@@ -96,6 +96,7 @@ class ExecutorNode(Node):
         self.twin_for: Optional[str] = None
         self.obs = ObservationTracker()
         self.action: Tuple[float, float] = (p["offload_ratio"], p["fusion_weight"])
+        self.split = -1        # a policy's whole-layer cut (DvfoAction.split_index); -1 = DVFO's channel split
         self.clocks = Clocks()
         self.device_backend = ""
         self.labels: "OrderedDict[Tuple[int, int], Tuple[int, int]]" = OrderedDict()
@@ -144,13 +145,16 @@ class ExecutorNode(Node):
             self.labels.popitem(last=False)
 
     def _on_action(self, msg: DvfoAction) -> None:
-        xi, lam = float(msg.offload_ratio), float(msg.fusion_weight)
-        if not (math.isfinite(xi) and 0.0 <= xi <= 1.0 and math.isfinite(lam) and lam <= 1.0):
+        xi, lam, split = float(msg.offload_ratio), float(msg.fusion_weight), int(msg.split_index)
+        stages = self.model.num_stages
+        if not (math.isfinite(xi) and 0.0 <= xi <= 1.0 and math.isfinite(lam) and lam <= 1.0
+                and -1 <= split <= stages):
             self.get_logger().warning(f"ignored action {msg.seq} from '{msg.policy}': offload_ratio={xi}, "
-                                      f"fusion_weight={lam} (need xi in [0, 1], lambda <= 1)",
-                                      throttle_duration_sec=5.0)
+                                      f"fusion_weight={lam}, split_index={split} (need xi in [0, 1], "
+                                      f"lambda <= 1, split_index -1 or 0..{stages})", throttle_duration_sec=5.0)
             return
         self.action = (xi, lam)
+        self.split = split
         self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz],
                            msg.policy)
 
@@ -254,8 +258,11 @@ class ExecutorNode(Node):
         if period_ms is not None and not 0.0 < period_ms < 1000.0:
             period_ms = None   # a gap (source restart, paused bag): no idle energy to attribute
         try:
-            r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms,
-                                    importance=self._wants_importance())
+            if self.split >= 0:
+                r = self.engine.process_partition(rgb, seq, self.split, xi > 0.0, self.clocks, period_ms)
+            else:
+                r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms,
+                                        importance=self._wants_importance())
         except Exception as e:  # noqa: BLE001 - one bad frame must not stop perception
             self._fail(out, f"inference failed: {e}")
             return
@@ -266,6 +273,8 @@ class ExecutorNode(Node):
         out.offload_ratio, out.fusion_weight = r.offload_ratio, r.fusion_weight
         out.bytes_sent, out.cloud_used, out.fallback = r.bytes_sent, r.cloud_used, r.fallback
         out.fallback_reason = r.fallback_reason
+        if r.split_index >= 0:
+            out.split_index = r.split_index
         self._publish_result(out)
         self.vision.publish(msg.header, r.top_classes, r.top_scores)
         names, values = self.obs.on_frame(r, period_ms)

@@ -15,6 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from dvfo_ros.core.diag import WARN, Status, StreamHealth, merge
+from dvfo_ros.core.mdp import NO_EXTRAS
 from dvfo_ros.core.policies.base import live_policy_names, why_not_live
 from dvfo_ros.core.policies.runtime import PolicyRuntime
 from dvfo_ros.msg import DeviceState, DvfoAction, InferenceResult, Observation, Transition
@@ -28,6 +29,10 @@ PARAMS = [
           choices=tuple(live_policy_names()), read_only=True, validator=why_not_live),
     Param("profile", "xavier_nx", "device table the actions come from", read_only=True),
     Param("checkpoint", "", "trained policy checkpoint (.pt) for learning policies", read_only=True),
+    Param("model", "resnet18", "the zoo model the executor runs (neurosurgeon predicts its stages' cost)",
+          read_only=True),
+    Param("input_size", 224, "the executor's input size in px (its artifact's; neurosurgeon's predictions use it)",
+          32, 4096, read_only=True),
     Param("learning", False, "keep learning online from the robot's own transitions"),
     Param("cpu_freq_hz", 0, "static: CPU clock (0 = the table's maximum)", 0, 10**11),
     Param("gpu_freq_hz", 0, "static: GPU clock (0 = the table's maximum)", 0, 10**11),
@@ -48,7 +53,8 @@ class PolicyNode(Node):
         self.params = ParamSet(self, PARAMS, on_change=self._on_change)
         p = self.params.values
         self.runtime = PolicyRuntime(p["policy_mode"], p["profile"], checkpoint=p["checkpoint"],
-                                     static=self._static(p), reward=self._reward(p), learning=p["learning"])
+                                     static=self._static(p), reward=self._reward(p), learning=p["learning"],
+                                     model=p["model"], input_size=p["input_size"])
         self.seq = 0
         self.frames = 0
         self.action_pub = qos.publisher(self, DvfoAction, "dvfo/action", QoSProfile(depth=10))
@@ -113,11 +119,11 @@ class PolicyNode(Node):
         step = self.runtime.step(features)
         self.decisions.add(monotonic())
         self.decision_ms.append(float(step.decision_ms))
-        self._publish(step.command, step.decision_ms)
+        self._publish(step.command, step.decision_ms, step.extras)
         if step.transition is not None:
             self._publish_transition(step.transition)
 
-    def _publish(self, cmd: Dict[str, float], decision_ms: float = 0.0) -> None:
+    def _publish(self, cmd: Dict[str, float], decision_ms: float = 0.0, extras: Any = None) -> None:
         a = DvfoAction()
         a.header.stamp = self.get_clock().now().to_msg()
         a.seq = self.seq
@@ -127,7 +133,9 @@ class PolicyNode(Node):
                                                        int(cmd["emc_freq_hz"]))
         a.offload_ratio = float(cmd["offload_ratio"])
         a.fusion_weight = float(self.params["fusion_weight"])
-        a.split_index, a.exit_point = -1, -1
+        extras = extras or NO_EXTRAS
+        a.split_index, a.exit_point = int(extras.split_index), int(extras.exit_point)
+        a.model_variant, a.target = str(extras.model_variant), str(extras.target)
         a.decision_ms = float(decision_ms)
         self.action_pub.publish(a)
 

@@ -211,6 +211,42 @@ class CollaborativeModel(nn.Module):
             finally:
                 self.cloud_state.keep_idx = None
 
+    # ------------------------------------------------------------------ whole-layer partitions
+    @property
+    def num_stages(self) -> int:
+        """Stages of the all-local network (head + edge tail): partition points run 0..num_stages."""
+        return len(self.head_net) + len(self.edge_net)
+
+    def run_stages(self, x: Tensor, lo: int, hi: int) -> Tensor:
+        """Stages ``lo``..``hi`` - 1 of the all-local network (the head, then the edge tail at full width:
+        the xi = 0 model). ``lo`` = 0 takes the normalised image; ``hi`` = num_stages gives logits. The
+        edge runs 0..k and the server k..num_stages of the same weights: a whole-layer partition at k."""
+        n = self.num_stages
+        if not 0 <= lo <= hi <= n:
+            raise ValueError(f"stages {lo}..{hi} out of range 0..{n}")
+        stages = list(self.head_net) + list(self.edge_net)
+        with self._edge_lock:
+            self.edge_state.level = 0
+            self.edge_state.keep_idx = None
+            for stage in stages[lo:hi]:
+                x = stage(x)
+        return x
+
+    def stage_inputs(self) -> Dict[int, Tuple[int, ...]]:
+        """Shape (without the batch) of what stage k takes, for every cut k in 0..num_stages - 1; a
+        vector [C] travels on the wire as (C, 1, 1). Probed once with a zero frame."""
+        if not hasattr(self, "_stage_inputs"):
+            w = next(self.parameters())
+            size = int(self.meta["input_size"])
+            x = torch.zeros(1, 3, size, size, device=w.device, dtype=w.dtype)
+            shapes: Dict[int, Tuple[int, ...]] = {}
+            with torch.no_grad():
+                for k in range(self.num_stages):
+                    shapes[k] = tuple(int(v) for v in x.shape[1:])
+                    x = self.run_stages(x, k, k + 1)
+            self._stage_inputs = shapes
+        return self._stage_inputs
+
     def fusion_weight(self, offload_ratio: float) -> float:
         """lambda for this xi from the stored table (linear interpolation between its rows)."""
         table = np.asarray(self.meta.get("lambda_table") or [[0.0, 1.0], [1.0, 0.0]], dtype=float)

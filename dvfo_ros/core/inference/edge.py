@@ -49,6 +49,7 @@ class FrameOutcome:
     fallback: bool
     fallback_reason: str = ""
     importance: Dict[str, float] = field(default_factory=dict)
+    split_index: int = -1          # the whole-layer cut the frame ran at (-1: DVFO's channel split)
 
 
 def curve_client_keys(server_key_file: str, client_secret_file: str) -> CurveKeys:
@@ -283,3 +284,77 @@ class EdgeInference:
             offload_ratio=xi if offloaded else 0.0, fusion_weight=lam, bytes_sent=int(sent), raw_bytes=raw,
             cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
             importance=importance_summary(scores.float().cpu().numpy()) if scores is not None else {})
+
+    @torch.inference_mode()
+    def process_partition(self, rgb: np.ndarray, seq: int, split: int, offload: bool = True,
+                          clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None) -> FrameOutcome:
+        """One frame cut at a whole-layer partition point (Neurosurgeon's decision): stages 0..split-1 of
+        the all-local network here, the whole map after them to the server, which runs the rest (split 0
+        sends the normalised image; split >= num_stages, no link, or ``offload`` False: all here). A dead
+        or late server means the remaining stages run here: the frame is still answered."""
+        m = self.model
+        n = m.num_stages
+        k = min(max(int(split), 0), n)
+        t0 = time.perf_counter()
+        deadline = t0 + self.deadline_ms / 1000.0
+        x = m.run_stages(self._input(rgb), 0, k)
+        logits = None
+        reason = ""
+        sent = raw = 0
+        cloud_ms = transfer_ms = wait_ms = 0.0
+        t_sent = time.perf_counter()
+        if offload and k < n and self.link is not None:
+            c = int(x.shape[1])
+            wire = x[0].float().cpu().numpy().reshape(c, *(list(x.shape[2:]) + [1, 1])[:2])
+            try:
+                frames = encode_features(wire, np.arange(c), model=m.meta["model"], split=k, seq=seq,
+                                         deadline=time.time() + self.deadline_ms / 1000.0, total_channels=c,
+                                         artifact_id=str(m.meta.get("artifact_id", "")), kind="partition")
+                raw = int(wire.size * 4)
+                sent = self.link.submit(frames, seq)
+                reason = "" if sent else "cloud link down"
+            except CodecError as e:
+                reason = f"encode failed: {e}"
+            t_sent = time.perf_counter()
+            if sent:
+                reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
+                wait_ms = (time.perf_counter() - t_sent) * 1000.0
+                if reply is None:
+                    reason = f"no cloud answer within {self.deadline_ms:.0f} ms"
+                elif reply.error or reply.logits is None:
+                    reason = f"cloud error: {reply.error}"
+                else:
+                    logits = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1)
+                    cloud_ms = float(reply.cloud_ms)
+                    transfer_ms = max(0.0, wait_ms - cloud_ms)
+        cloud_used = logits is not None
+        t_local = time.perf_counter()
+        if logits is None:                      # all local, or the server did not answer: finish here
+            logits = m.run_stages(x, k, n)
+        synchronize(self.placement)
+        local_ms = (time.perf_counter() - t_local) * 1000.0
+        probs = torch.softmax(logits[0].float(), dim=0).cpu()
+        top = torch.topk(probs, min(self.top_k, probs.numel()))
+        edge_ms = (t_sent - t0) * 1000.0 + local_ms
+        total_ms = (time.perf_counter() - t0) * 1000.0
+        energy = 0.0
+        if self.twin is not None and clocks is not None and clocks.gpu_freq_hz:
+            from dvfo_ros.core.twin import partition_workload
+            work = partition_workload(m.meta["model"], n if not cloud_used else k, int(m.meta["input_size"]),
+                                      int(m.meta["num_classes"]))
+            cost = self.twin.frame_cost(work, clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz,
+                                        1.0 if cloud_used else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0)
+            edge_ms = float(cost.edge_ms)
+            total_ms = edge_ms + wait_ms
+            idle_w = float(self.twin.idle_power_w(clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
+            busy_j = float(cost.power_w) * edge_ms / 1000.0 + idle_w * wait_ms / 1000.0
+            energy = float(frame_energy_j(busy_j, total_ms, idle_w, frame_interval_ms(frame_period_ms, total_ms)))
+        elif clocks is not None:
+            energy = clocks.power_w * total_ms / 1000.0
+        return FrameOutcome(
+            top_classes=[int(i) for i in top.indices], top_scores=[float(v) for v in top.values],
+            edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
+            offload_ratio=1.0 if cloud_used else 0.0, fusion_weight=0.0 if cloud_used else 1.0,
+            bytes_sent=int(sent), raw_bytes=raw, cloud_used=cloud_used, fallback=bool(reason),
+            fallback_reason=reason, split_index=k)
+

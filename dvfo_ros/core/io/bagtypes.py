@@ -56,9 +56,9 @@ int64 gpu_freq_hz
 int64 emc_freq_hz
 float32 offload_ratio
 float32 fusion_weight
-int32 split_index
+int32 split_index -1
 string model_variant
-int32 exit_point
+int32 exit_point -1
 string target
 float32 decision_ms
 """,

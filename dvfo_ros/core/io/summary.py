@@ -42,6 +42,9 @@ def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, de
         "labelled_frames": len(labelled),
         "policy": policy,
         "device_profile": device_profile,
+        # the cut each frame ran at, most used first: the executor's DVFO split, or a policy's whole-layer cuts
+        "splits": {str(k): n for k, n in
+                   Counter(int(r["split_index"]) for r in rs if "split_index" in r).most_common()},
     }
     out.update(extra)
     return out
@@ -70,6 +73,8 @@ def format_table(s: Dict[str, Any]) -> str:
          else f"{100 * s['accuracy']:.1f}% of {s['labelled_frames']}"),
         ("policy", s["policy"]), ("device profile", s["device_profile"]),
     ]
+    if s.get("splits"):
+        rows.append(("split (frames)", ", ".join(f"{k} ({n})" for k, n in list(s["splits"].items())[:4])))
     for k in ("model", "backend", "timing"):
         if k in s:
             rows.append((k, s[k]))

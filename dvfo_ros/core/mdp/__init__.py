@@ -8,7 +8,8 @@
   registered as ``dvfo_ros/DvfoTwin-v0`` when this package is imported (and gymnasium is installed)
 - ``observation``: the robot's side of ``observe``: running estimates from measured frames
 """
-from dvfo_ros.core.mdp.actions import BRANCH_NAMES, COMMAND_KEYS, ActionSpace, snap, snap_index, snap_indices
+from dvfo_ros.core.mdp.actions import (BRANCH_NAMES, COMMAND_KEYS, NO_EXTRAS, ActionExtras, ActionSpace, snap,
+                                      snap_index, snap_indices)
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.env import SimEnv
 from dvfo_ros.core.mdp.features import (FEATURES, STATE_CLIP, STATE_DIM, STATE_LOG_SCALES, STATE_NAMES, STATE_SCALES,
@@ -16,8 +17,8 @@ from dvfo_ros.core.mdp.features import (FEATURES, STATE_CLIP, STATE_DIM, STATE_L
 from dvfo_ros.core.mdp.reward import (DEFAULT_ACCURACY_TABLE, RewardConfig, accuracy_loss_at, cost, penalty, reward,
                                       reward_array)
 
-__all__ = ["BRANCH_NAMES", "COMMAND_KEYS", "DEFAULT_ACCURACY_TABLE", "FEATURES", "STATE_CLIP", "STATE_DIM",
-           "STATE_LOG_SCALES", "STATE_NAMES", "STATE_SCALES", "ActionSpace", "RewardConfig", "SimEnv",
+__all__ = ["BRANCH_NAMES", "COMMAND_KEYS", "DEFAULT_ACCURACY_TABLE", "FEATURES", "NO_EXTRAS", "STATE_CLIP", "STATE_DIM",
+           "STATE_LOG_SCALES", "STATE_NAMES", "STATE_SCALES", "ActionExtras", "ActionSpace", "RewardConfig", "SimEnv",
            "accuracy_loss_at", "build_state", "cost", "feature_value", "frame_energy_j", "frame_interval_ms",
            "importance_summary", "observe", "penalty", "reward", "reward_array", "snap", "snap_index", "snap_indices",
            "soc_energy_j"]

@@ -162,3 +162,21 @@ class ActionSpace:
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return np.asarray([rng.integers(n) for n in self.branches], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ActionExtras:
+    """What a seed policy decides beyond ``[cpu, gpu, emc, xi]``: DvfoAction's optional fields.
+
+    The neutral value of each (-1 / '') leaves that choice as the executor has it. ``split_index`` is a
+    whole-layer partition point (``twin.partition_points``): 0 = the image goes to the server,
+    1..S-1 = the device runs that many stages and the server the rest, S = all on the device.
+    """
+
+    split_index: int = -1
+    exit_point: int = -1
+    model_variant: str = ""
+    target: str = ""
+
+
+NO_EXTRAS = ActionExtras()

@@ -7,14 +7,17 @@ the reward (``reward``). ``gym_env.DvfoTwinEnv`` wraps this class as a registere
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dvfo_ros.core.mdp.actions import ActionLike, ActionSpace
+from dvfo_ros.core.mdp.actions import NO_EXTRAS, ActionExtras, ActionLike, ActionSpace
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.features import build_state, importance_summary, observe
 from dvfo_ros.core.mdp.reward import DEFAULT_ACCURACY_TABLE, RewardConfig, cost, penalty, reward_array
+
+if TYPE_CHECKING:
+    from dvfo_ros.core.twin.workload import Workload
 
 # How frames arrive: a camera at ``fps`` (the robot's case), or back to back (the next frame starts when
 # the previous one finishes: the papers' throughput setting).
@@ -72,6 +75,8 @@ class SimEnv:
         self.profile = load_profile(profile)
         self.model = model
         self.workload = model_workload(model, split, int(input_size), int(num_classes))
+        self._num_classes = int(num_classes)
+        self._partitions: Dict[int, "Workload"] = {}
         loaded = trace if isinstance(trace, (NetworkTrace, TraceMix)) else load_trace(str(trace))
         # a TraceMix draws a new trace every episode (training across network conditions)
         self.trace_mix: Optional[TraceMix] = loaded if isinstance(loaded, TraceMix) else None
@@ -102,6 +107,7 @@ class SimEnv:
         self.channels = self.workload.units
         self._mean_mass = self._mean_offloaded_mass()
         self._table_cache: Dict[Tuple[float, float], Tuple[np.ndarray, np.ndarray]] = {}
+        self._partition_cache: Dict[Tuple[float, float], Tuple[np.ndarray, np.ndarray]] = {}
         if reward_cfg is None:
             e_ref, t_ref = self.reference_cost()
             reward_cfg = RewardConfig(energy_ref_j=e_ref, latency_ref_ms=t_ref,
@@ -205,14 +211,37 @@ class SimEnv:
             command=dict(top, offload_ratio=0.0), interval_ms=0.0, decision_ms=0.0)
         return self._state()
 
-    def step(self, action: ActionLike, decision_ms: float = 0.0,
-             decision_on_path: bool = True) -> Tuple[np.ndarray, float, bool, Dict[str, Any]]:
+    def workload_at(self, split: int) -> "Workload":
+        """The frame's work at a whole-layer partition point (``twin.partition_workload``); -1 = the
+        env's own split, where xi shares out the map's channels."""
+        if split < 0:
+            return self.workload
+        if split not in self._partitions:
+            if split > len(self.workload.layers):
+                raise ValueError(f"split_index {split} out of range for {self.model}: "
+                                 f"0..{len(self.workload.layers)} (or -1)")
+            from dvfo_ros.core.twin.workload import partition_workload
+            self._partitions[split] = partition_workload(self.model, split, self.workload.input_size,
+                                                         self._num_classes)
+        return self._partitions[split]
+
+    def step(self, action: ActionLike, decision_ms: float = 0.0, decision_on_path: bool = True,
+             extras: ActionExtras = NO_EXTRAS) -> Tuple[np.ndarray, float, bool, Dict[str, Any]]:
         """Run one frame with ``action``; ``decision_ms`` is the time taken to choose it, which adds
-        to the frame's latency (and idle energy) unless the choice overlapped the previous frame."""
+        to the frame's latency (and idle energy) unless the choice overlapped the previous frame.
+
+        ``extras.split_index`` k >= 0 cuts the network at a whole-layer partition point instead (as the
+        executor does): the device runs stages 0..k-1 and, when xi > 0, the WHOLE map at k goes to the
+        server (xi counts as 1; k = 0 sends the image, k = S is local at any xi). The two sides run the
+        xi = 0 network, so the frame loses no accuracy to the split (the int8 map's loss is not modelled)."""
         a = self.action_space.validate(action)
         cmd = self.action_space.to_command(a)
+        split = int(extras.split_index)
+        work = self.workload_at(split)
+        if split >= 0:
+            cmd = dict(cmd, offload_ratio=1.0 if cmd["offload_ratio"] > 0 and split < len(work.layers) else 0.0)
         bw, rtt = self.trace.at(self.t_s)
-        fc = self.twin.frame_cost(self.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
+        fc = self.twin.frame_cost(work, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
                                   cmd["offload_ratio"], bw, rtt, bytes_per_channel_elem=self.bytes_per_channel_elem,
                                   cloud_gflops=self.cloud_gflops)
         on_path_ms = max(float(decision_ms), 0.0) if decision_on_path else 0.0
@@ -222,7 +251,7 @@ class SimEnv:
         interval_ms = float(frame_interval_ms(self.period_ms, latency_ms))
         energy_j = float(frame_energy_j(fc.energy_j, fc.total_ms, idle_w, interval_ms))
         soc_j = float(self.soc_energy_j(energy_j, interval_ms))
-        acc_loss = float(self.accuracy_loss(cmd["offload_ratio"]))
+        acc_loss = float(self.accuracy_loss(cmd["offload_ratio"])) if split < 0 else 0.0
         c = float(cost(energy_j, latency_ms, self.reward_cfg))
         pen = float(penalty(latency_ms, acc_loss, self.reward_cfg))
         r = -c - pen
@@ -244,7 +273,8 @@ class SimEnv:
                 "command": cmd, "bandwidth_mbps": bw, "rtt_ms": rtt, "edge_ms": fc.edge_ms,
                 "transfer_ms": fc.transfer_ms, "bytes_sent": fc.bytes_sent, "power_w": fc.power_w,
                 "temperature_c": self.twin.temperature_c, "interval_ms": interval_ms,
-                "cpu_util": fc.cpu_util, "gpu_util": fc.gpu_util, "emc_util": fc.emc_util}
+                "cpu_util": fc.cpu_util, "gpu_util": fc.gpu_util, "emc_util": fc.emc_util,
+                "split_index": split if split >= 0 else int(self.workload.split)}
         return self._state(), r, done, info
 
     def rewards_of_all_actions(self) -> np.ndarray:
@@ -253,6 +283,35 @@ class SimEnv:
         energy, latency = self.outcome_table(bw, rtt)
         xis = np.asarray(self.action_space.offload_ratios)[self.action_space.all_actions()[:, 3]]
         return reward_array(energy, latency, self.accuracy_loss(xis), self.reward_cfg)
+
+    def partition_actions(self) -> np.ndarray:
+        """The clock levels a whole-layer cut can run at: every joint action with xi at its top level."""
+        acts = self.action_space.all_actions()
+        return acts[acts[:, 3] == self.action_space.branches[3] - 1]
+
+    def partition_rewards(self) -> np.ndarray:
+        """Reward of every (cut k, clock levels) on the coming frame, noise-free: shape [S, len(partition_actions)]
+        for k = 0..S-1, the whole map at k to the server (k = S, all local, is the main table's xi = 0 part)."""
+        bw, rtt = self.network_now()
+        key = (round(float(bw), 6), round(float(rtt), 6))
+        if key not in self._partition_cache:
+            if len(self._partition_cache) > 1024:
+                self._partition_cache.clear()
+            s = self.action_space
+            acts = self.partition_actions()
+            n = len(self.workload.layers)
+            energy = np.empty((n, len(acts)))
+            latency = np.empty((n, len(acts)))
+            for k in range(n):
+                work = self.workload_at(k)
+                for j, a in enumerate(acts):
+                    fc = self._exact_twin.frame_cost(work, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]], 1.0,
+                                                     key[0], key[1], bytes_per_channel_elem=self.bytes_per_channel_elem,
+                                                     cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
+                    energy[k, j], latency[k, j] = fc.energy_j, fc.total_ms
+            self._partition_cache[key] = (energy, latency)
+        energy, latency = self._partition_cache[key]
+        return reward_array(energy, latency, np.zeros_like(energy), self.reward_cfg)
 
     def clone(self) -> "SimEnv":
         """An independent copy (same frame, same RNG state) for look-ahead search."""

@@ -12,13 +12,13 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
 
 from dvfo_ros.core.errors import DvfoError, one_line
-from dvfo_ros.core.mdp import ActionSpace
+from dvfo_ros.core.mdp import NO_EXTRAS, ActionExtras, ActionSpace
 
 CHECKPOINT_FORMAT = "dvfo_ros.policy/1"
 
@@ -57,6 +57,11 @@ class Policy(abc.ABC):
     concurrent: bool = False
     learns: bool = False
     needs_env: bool = False
+    # True: built with the device and model it serves (profile=, model=, input_size=, see twin_options);
+    # the twin and the robot both know them, so such a policy can still act live
+    serves_model: bool = False
+    # the ActionExtras fields ``decide`` may set (split_index, exit_point, model_variant, target)
+    extras: Tuple[str, ...] = ()
     not_live: str = ""      # why it cannot act on a robot ('' = it can, unless needs_env); see why_not_live
     # False: ``act`` never reads the importance_* features, so the executor may skip the attention on
     # frames that offload nothing (its importance=auto); test/test_importance_auto.py checks the claim
@@ -70,6 +75,11 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def act(self, state: np.ndarray) -> np.ndarray:
         """Levels [cpu, gpu, emc, xi] for the next frame."""
+
+    def decide(self, state: np.ndarray) -> Tuple[np.ndarray, ActionExtras]:
+        """The levels and the seed fields (split, exit, variant, target) for the next frame. Policies
+        that choose only clocks and xi leave the fields neutral; the twin and the robot both call this."""
+        return self.act(state), NO_EXTRAS
 
     def observe(self, s: np.ndarray, a: np.ndarray, r: float, s2: np.ndarray, done: bool) -> None:
         """Learning policies learn from the transition; the others ignore it."""
@@ -192,6 +202,21 @@ def live_policy_names() -> List[str]:
     return sorted(names, key=lambda n: (n != "static", n))
 
 
+def twin_options(name: str, env: Any, partitions: bool = False) -> Dict[str, Any]:
+    """The options ``make_policy(name, ...)`` needs beside a twin env: the env itself for a policy that
+    reads the twin (``needs_env``: the oracle; with ``partitions`` its search covers whole-layer cuts
+    too), the env's device and model for one that predicts the served model's cost (``serves_model``:
+    neurosurgeon); none for the rest."""
+    _ensure_registered(name)
+    cls = POLICIES.get(name)
+    if cls is not None and cls.needs_env:
+        return {"env": env, **({"partitions": True} if partitions and "split_index" in cls.extras else {})}
+    if cls is not None and cls.serves_model:
+        return {"profile": env.profile, "model": env.model, "input_size": int(env.workload.input_size),
+                "cloud_gflops": float(env.cloud_gflops)}
+    return {}
+
+
 def make_policy(name: str, action_space: ActionSpace, checkpoint: Optional[str] = None, **kw: Any) -> Policy:
     """Build a policy by policy_mode name (ValueError listing the valid names); load a checkpoint if given."""
     try:
@@ -233,6 +258,7 @@ class RolloutLog:
     decision_ms: List[float] = field(default_factory=list)
     costs: List[float] = field(default_factory=list)
     actions: List[List[int]] = field(default_factory=list)
+    splits: List[int] = field(default_factory=list)        # the split each frame ran at (info['split_index'])
     episode_returns: List[float] = field(default_factory=list)
 
     def summary(self) -> Dict[str, Any]:
@@ -276,11 +302,12 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, pacing: 
     pending_ms = 0.0                     # inline learning time that delays the next frame
     for i in range(int(frames)):
         t0 = time.perf_counter()
-        action = policy.act(state)
+        action, extras = policy.decide(state) if hasattr(policy, "decide") else (policy.act(state), NO_EXTRAS)
         decision_ms = (time.perf_counter() - t0) * 1e3
         charged_ms = float(getattr(policy, "sim_decision_ms", 0.0)) if sim else decision_ms
+        step_kw = {"extras": extras} if extras != NO_EXTRAS else {}
         next_state, r, done, info = env.step(action, decision_ms=charged_ms + pending_ms,
-                                             decision_on_path=not policy.concurrent)
+                                             decision_on_path=not policy.concurrent, **step_kw)
         pending_ms = 0.0
         if learn:
             t1 = time.perf_counter()
@@ -302,6 +329,7 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, pacing: 
         log.decision_ms.append(decision_ms)
         log.costs.append(float(info["cost"]))
         log.actions.append([int(v) for v in action])
+        log.splits.append(int(info.get("split_index", -1)))
         episode_return += float(r)
         if on_step is not None:
             on_step(i, info)

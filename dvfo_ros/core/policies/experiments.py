@@ -284,7 +284,8 @@ def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[st
     20000 frames of ``setup.trace``. ``static``: the command of the "static" policy.
     """
     from dvfo_ros.core.mdp import RewardConfig
-    from dvfo_ros.core.policies import POLICIES, load_checkpoint, make_policy, rollout
+    from dvfo_ros.core.policies import POLICIES, load_checkpoint, make_policy, rollout, twin_options
+    cuts = any("split_index" in POLICIES[n].extras for n in names if n != "oracle" and n in POLICIES)
     default_cfg = setup.make_env().reward_cfg        # also: a bad profile or trace fails before anything runs
     for trace in traces:
         dataclasses.replace(setup, trace=trace).make_env()
@@ -317,13 +318,13 @@ def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[st
             if name in learnt:
                 policy, source = learnt[name]
             else:
-                kw: Dict[str, Any] = {}
-                if POLICIES[name].needs_env:          # oracle (bound) and neurosurgeon (latency model)
-                    kw["env"] = env
+                kw: Dict[str, Any] = twin_options(name, env, partitions=cuts)   # cuts: the oracle searches them too
                 if name == "static" and static:
                     kw["command"] = dict(static)
                 policy = make_policy(name, env.action_space, **kw)
-                source = {"oracle": "exhaustive search", "neurosurgeon": "latency model"}.get(name, "rule")
+                err = getattr(policy, "predictor_error", None)     # neurosurgeon: how far off its regressions are
+                source = f"stage regressions ({100 * err['latency']:.0f} % latency error)" if err else \
+                    "exhaustive search" if name == "oracle" else "rule"
             s = rollout(env, policy, frames).summary()
             results[name] = {"energy_j_per_frame": s["energy_j_per_frame"],
                              "soc_energy_j_per_frame": s["soc_energy_j_per_frame"],

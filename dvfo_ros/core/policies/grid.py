@@ -260,7 +260,7 @@ def run_group(cfg: GridConfig, group: Tuple[str, str, str, float]) -> Dict[str, 
     evaluation seed. Returns {"group": info, "runs": {bandwidth: {policy: [per-seed summary]}}}."""
     import torch
 
-    from dvfo_ros.core.policies import POLICIES, make_policy, policy_names, rollout
+    from dvfo_ros.core.policies import make_policy, policy_names, rollout, twin_options
     torch.set_num_threads(1)
     policy_names()                          # every policy module registered
     profile, model, workload, eta = group
@@ -284,7 +284,7 @@ def run_group(cfg: GridConfig, group: Tuple[str, str, str, float]) -> Dict[str, 
                 if name in learnt:
                     policy = learnt[name]
                 else:
-                    policy = make_policy(name, env.action_space, **({"env": env} if POLICIES[name].needs_env else {}))
+                    policy = make_policy(name, env.action_space, **twin_options(name, env))
                 env.reset(seed)             # every policy meets the same frames (as a fresh env at this seed)
                 per[name].append(_run_summary(rollout(env, policy, cfg.eval_frames), env.action_space))
         runs[f"{bw:g}"] = per

@@ -31,11 +31,13 @@ class Step:
     command: Dict[str, float]
     decision_ms: float
     transition: Optional[TransitionRecord]
+    extras: Any = None      # the seed fields (mdp.ActionExtras: split, exit, variant, target) of the action
 
 
 class PolicyRuntime:
     def __init__(self, mode: str, profile: str, checkpoint: str = "", static: Optional[Dict[str, float]] = None,
-                 reward: Optional[Dict[str, float]] = None, learning: bool = False) -> None:
+                 reward: Optional[Dict[str, float]] = None, learning: bool = False, model: str = "resnet18",
+                 input_size: int = 224) -> None:
         from dvfo_ros.core import mdp
         from dvfo_ros.core.twin import load_profile
         self.env = mdp
@@ -61,7 +63,11 @@ class PolicyRuntime:
                 self.set_reward({k: v for k, v in trained.items()
                                  if isinstance(v, (int, float)) and k not in (reward or {})})
             else:
-                self.policy = make_policy(mode, self.space)
+                from dvfo_ros.core.policies import POLICIES
+                # a policy that predicts the served model's cost is built for this board and model
+                served: Dict[str, Any] = {"profile": self.board, "model": model, "input_size": int(input_size)} \
+                    if getattr(POLICIES.get(mode), "serves_model", False) else {}
+                self.policy = make_policy(mode, self.space, **served)
             self.policy.train(learning)   # a deployed policy exploits unless told to keep learning
         self._prev: Optional[tuple] = None   # (state, action, command)
         self._last_result: Optional[tuple] = None
@@ -110,11 +116,12 @@ class PolicyRuntime:
     def step(self, features: Dict[str, float]) -> Step:
         state = self.env.build_state(features, self.space)
         t0 = time.perf_counter()
+        extras = self.env.NO_EXTRAS
         if self.policy is None:
             command = self.static_command()
             action = self.space.from_command(command)
         else:
-            action = self.policy.act(state)
+            action, extras = self.policy.decide(state)
             command = self.space.to_command(action)
         decision_ms = (time.perf_counter() - t0) * 1000.0
         transition = None
@@ -129,7 +136,7 @@ class PolicyRuntime:
                 self.policy.observe(s, a, r, state, False)
             self.steps += 1
         self._prev = (state, np.asarray(action), command)
-        return Step(command, decision_ms, transition)
+        return Step(command, decision_ms, transition, extras)
 
     def close(self) -> None:
         close = getattr(self.policy, "close", None)

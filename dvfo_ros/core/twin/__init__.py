@@ -4,7 +4,8 @@
 """
 from dvfo_ros.core.twin.device import (COMPRESSION_BY_XI, DOMAINS, PROFILE_DIR, DeviceProfile, DeviceTwin,
                                        FrameCost, ProfileError, bytes_per_value_at, list_profiles, load_profile)
-from dvfo_ros.core.twin.workload import Workload, model_workload
+from dvfo_ros.core.twin.workload import Workload, model_workload, partition_points, partition_workload
 
 __all__ = ["COMPRESSION_BY_XI", "DOMAINS", "PROFILE_DIR", "DeviceProfile", "DeviceTwin", "FrameCost",
-           "ProfileError", "Workload", "bytes_per_value_at", "list_profiles", "load_profile", "model_workload"]
+           "ProfileError", "Workload", "bytes_per_value_at", "list_profiles", "load_profile", "model_workload",
+           "partition_points", "partition_workload"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import yaml
@@ -285,6 +285,16 @@ class DeviceTwin:
         t_mem = fraction * layer["bytes"] / (emc_hz * p.emc_bytes_per_cycle * p.emc_efficiency)
         t_cpu = layer.get("kernels", 1) * p.cpu_cycles_per_kernel / cpu_hz if fraction > 0 else 0.0
         return {"gpu": t_gpu, "mem": t_mem, "cpu": t_cpu, "t": max(t_gpu, t_mem, t_cpu)}
+
+    def measure_stage(self, layer: Dict, cpu_hz: float, gpu_hz: float, emc_hz: float) -> Tuple[float, float]:
+        """(seconds, board watts) of ONE stage run alone, as a profiler times it on a board: the stage's
+        roofline time and the power at its utilisations, each with this twin's measurement noise."""
+        st = self.stage_times_s(layer, cpu_hz, gpu_hz, emc_hz)
+        t = max(st["t"], 1e-9)
+        parts = self.domain_power_w(cpu_hz, gpu_hz, emc_hz, st["cpu"] / t, max(st["gpu"], st["mem"]) / t,
+                                    st["mem"] / t)
+        jitter = self._jitter if self.noise > 0 else (lambda: 1.0)
+        return t * jitter(), sum(parts.values()) * jitter()
 
     def frame_cost(self, workload: Workload, cpu_hz: float, gpu_hz: float, emc_hz: float,
                    offload_ratio: float, bandwidth_mbps: float, rtt_ms: float, *,

@@ -178,3 +178,33 @@ def model_workload(model: str, split: int | None = None, input_size: int = 224,
     w = _count(model, int(split), int(input_size), int(num_classes))
     # a fresh copy: callers may mutate layers without poisoning the cache
     return Workload(**{**w.__dict__, "layers": [dict(s) for s in w.layers]})
+
+
+def partition_points(model: str) -> List[int]:
+    """Every whole-layer cut of ``model`` a partitioning policy may pick (Neurosurgeon's choices):
+    0 = send the input image to the server, 1..S-1 = cut after that many stages, S = all on the device."""
+    from dvfo_ros.core.inference import models
+
+    if model not in models.TWIN_MODELS:
+        raise models.ModelError(f"unknown model '{model}'; choose one of {', '.join(models.TWIN_MODELS)}")
+    return list(range(0, len(model_workload(model).layers) + 1))
+
+
+def partition_workload(model: str, split: int, input_size: int = 224, num_classes: int = 1000) -> Workload:
+    """``model_workload`` for any partition point: ``split`` 0 puts every stage in the tail with the
+    (3, S, S) image as the map that travels; ``split`` S (= the stage count) puts every stage in the head
+    (nothing can travel: the frame is local at any xi, ``feature_shape`` is then the logits')."""
+    base = model_workload(model, None, input_size, num_classes)
+    n = len(base.layers)
+    if not 0 <= int(split) <= n:
+        raise ValueError(f"partition point {split} out of range for {model}: 0..{n}")
+    if 1 <= int(split) < n:
+        return model_workload(model, int(split), input_size, num_classes)
+    head = int(split) == n
+    layers = [dict(s, where="head" if head else "tail") for s in base.layers]
+    flops, nbytes = sum(s["flops"] for s in layers), sum(s["bytes"] for s in layers)
+    return Workload(model=model, split=int(split), input_size=input_size,
+                    head_flops=flops if head else 0, head_bytes=nbytes if head else 0,
+                    tail_flops=0 if head else flops, tail_bytes=0 if head else nbytes,
+                    feature_shape=(int(num_classes), 1, 1) if head else (3, int(input_size), int(input_size)),
+                    layers=layers)

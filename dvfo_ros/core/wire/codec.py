@@ -34,7 +34,8 @@ WIRE_VERSION = 1
 COMPRESSIONS = ("zlib", "none")
 INDEX_FORMATS = ("bitmap", "u16")
 SCALE_DTYPES: Dict[str, np.dtype[Any]] = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
-REQUEST_KINDS = ("infer", "ping")
+# infer: DVFO's channels at the split (-> cloud tail); partition: the whole map after stage `split` (-> the rest)
+REQUEST_KINDS = ("infer", "partition", "ping")
 REPLY_KINDS = ("result", "error", "pong")
 ZLIB_LEVEL = 1
 # Z_RLE (deflate with distance-1 matches only) suits post-ReLU maps: runs of the zero code dominate.
@@ -198,8 +199,8 @@ def body_size(header: Dict[str, Any]) -> int:
 
 def encode_features(feat: np.ndarray, channel_idx: np.ndarray, *, model: str, split: int, seq: int,
                     deadline: float, total_channels: int, artifact_id: str = "",
-                    compression: str = "zlib") -> List[bytes]:
-    """[header, payload] for the offloaded channels `feat` float32 [k,h,w] at `channel_idx`."""
+                    compression: str = "zlib", kind: str = "infer") -> List[bytes]:
+    """[header, payload] for the offloaded channels `feat` float32 [k,h,w] at `channel_idx` (REQUEST_KINDS)."""
     feat = np.asarray(feat)
     if feat.ndim != 3:
         raise CodecError(f"feature map must be [k,h,w], got shape {tuple(feat.shape)}")
@@ -213,8 +214,8 @@ def encode_features(feat: np.ndarray, channel_idx: np.ndarray, *, model: str, sp
         raise CodecError(f"{idx.shape[0]} channel indices for {k} channels")
     if not 0 < total <= 65536 or idx.min() < 0 or idx.max() >= total or np.unique(idx).size != k:
         raise CodecError(f"channel indices must be distinct and in [0, {total}) with total_channels <= 65536")
-    if compression not in COMPRESSIONS:
-        raise CodecError(f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}")
+    if compression not in COMPRESSIONS or kind not in ("infer", "partition"):
+        raise CodecError(f"unknown compression '{compression}' (choose {', '.join(COMPRESSIONS)}) or kind '{kind}'")
     order = np.argsort(idx, kind="stable")   # the wire carries channels in ascending index
     idx, feat = idx[order], feat[order]
     q, scale, zero_point = quantize_per_channel(feat)
@@ -228,7 +229,7 @@ def encode_features(feat: np.ndarray, channel_idx: np.ndarray, *, model: str, sp
         index_block = idx.astype("<u2").tobytes()
     body = b"".join((index_block, scale.tobytes(), zero_point.astype(np.int8).tobytes(), q.tobytes()))
     header = {
-        "v": WIRE_VERSION, "kind": "infer", "model": model, "split": int(split),
+        "v": WIRE_VERSION, "kind": kind, "model": model, "split": int(split),
         "artifact_id": artifact_id, "dtype": "int8", "shape": [int(s) for s in feat.shape],
         "total_channels": total, "index": index_format, "scale_dtype": scale_dtype,
         "compression": compression, "seq": int(seq), "deadline": float(deadline),
