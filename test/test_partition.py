@@ -77,6 +77,14 @@ def test_a_dead_server_means_the_rest_runs_here():
     assert out.fallback and not out.cloud_used and out.top_classes and out.split_index == 5
 
 
+def test_a_cut_s_workload_is_the_one_counted_for_that_split():
+    from dvfo_ros.core.twin import model_workload
+    for k in range(1, len(model_workload("resnet18").layers)):
+        a, b = model_workload("resnet18", k), partition_workload("resnet18", k)
+        assert (a.head_flops, a.tail_flops, a.tail_bytes, a.feature_shape) == \
+            (b.head_flops, b.tail_flops, b.tail_bytes, b.feature_shape), k
+
+
 def test_the_twin_prices_a_cut_from_the_same_stages():
     env = SimEnv("nano", "resnet18", "dvfo", seed=0)
     n = len(env.workload.layers)

@@ -110,6 +110,11 @@ def _leaves(module) -> List:
     return [leaf for child in module.children() for leaf in _leaves(child)]
 
 
+def _chw(shape: Tuple[int, ...]) -> Tuple[int, int, int]:
+    """A stage's output shape as the (C, h, w) that travels: a vector [C] is (C, 1, 1), tokens (L, D) are (L, D, 1)."""
+    return (int(shape[0]), int(shape[1]) if len(shape) > 1 else 1, int(shape[2]) if len(shape) > 2 else 1)
+
+
 @functools.lru_cache(maxsize=64)
 def _count(model: str, split: int, input_size: int, num_classes: int) -> Workload:
     import torch
@@ -144,12 +149,11 @@ def _count(model: str, split: int, input_size: int, num_classes: int) -> Workloa
                 if current["kernels"] == 0 and name != "flatten":
                     current["kernels"] = 1  # a stage with no hooked leaf still launches work
                 shapes.append(tuple(x.shape[1:]))
-                per_stage.append(dict(current))
+                per_stage.append(dict(current, out_shape=_chw(shapes[-1])))
     finally:
         for h in handles:
             h.remove()
-    feat = shapes[split - 1]
-    feature_shape = (int(feat[0]), int(feat[1]) if len(feat) > 1 else 1, int(feat[2]) if len(feat) > 2 else 1)
+    feature_shape = _chw(shapes[split - 1])
     head = [s for s in per_stage if s["where"] == "head"]
     tail = [s for s in per_stage if s["where"] == "tail"]
     return Workload(
@@ -194,17 +198,14 @@ def partition_workload(model: str, split: int, input_size: int = 224, num_classe
     """``model_workload`` for any partition point: ``split`` 0 puts every stage in the tail with the
     (3, S, S) image as the map that travels; ``split`` S (= the stage count) puts every stage in the head
     (nothing can travel: the frame is local at any xi, ``feature_shape`` is then the logits')."""
-    base = model_workload(model, None, input_size, num_classes)
-    n = len(base.layers)
-    if not 0 <= int(split) <= n:
+    base = model_workload(model, None, input_size, num_classes)     # one count of the network serves every cut
+    n, k = len(base.layers), int(split)
+    if not 0 <= k <= n:
         raise ValueError(f"partition point {split} out of range for {model}: 0..{n}")
-    if 1 <= int(split) < n:
-        return model_workload(model, int(split), input_size, num_classes)
-    head = int(split) == n
-    layers = [dict(s, where="head" if head else "tail") for s in base.layers]
-    flops, nbytes = sum(s["flops"] for s in layers), sum(s["bytes"] for s in layers)
-    return Workload(model=model, split=int(split), input_size=input_size,
-                    head_flops=flops if head else 0, head_bytes=nbytes if head else 0,
-                    tail_flops=0 if head else flops, tail_bytes=0 if head else nbytes,
-                    feature_shape=(int(num_classes), 1, 1) if head else (3, int(input_size), int(input_size)),
+    layers = [dict(s, where="head" if i < k else "tail") for i, s in enumerate(base.layers)]
+    head, tail = layers[:k], layers[k:]
+    return Workload(model=model, split=k, input_size=input_size,
+                    head_flops=sum(s["flops"] for s in head), head_bytes=sum(s["bytes"] for s in head),
+                    tail_flops=sum(s["flops"] for s in tail), tail_bytes=sum(s["bytes"] for s in tail),
+                    feature_shape=tuple(layers[k - 1]["out_shape"]) if k else (3, int(input_size), int(input_size)),
                     layers=layers)
