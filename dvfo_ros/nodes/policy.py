@@ -31,6 +31,8 @@ PARAMS = [
     Param("checkpoint", "", "trained policy checkpoint (.pt) for learning policies", read_only=True),
     Param("model", "resnet18", "the zoo model the executor runs (neurosurgeon predicts its stages' cost)",
           read_only=True),
+    Param("objective", "latency", "neurosurgeon: what its cut minimises, predicted latency or mobile energy",
+          choices=("latency", "energy"), read_only=True),
     Param("input_size", 224, "the executor's input size in px (its artifact's; neurosurgeon's predictions use it)",
           32, 4096, read_only=True),
     Param("learning", False, "keep learning online from the robot's own transitions"),
@@ -54,7 +56,7 @@ class PolicyNode(Node):
         p = self.params.values
         self.runtime = PolicyRuntime(p["policy_mode"], p["profile"], checkpoint=p["checkpoint"],
                                      static=self._static(p), reward=self._reward(p), learning=p["learning"],
-                                     model=p["model"], input_size=p["input_size"])
+                                     model=p["model"], input_size=p["input_size"], objective=p["objective"])
         self.seq = 0
         self.frames = 0
         self.action_pub = qos.publisher(self, DvfoAction, "dvfo/action", QoSProfile(depth=10))
@@ -90,7 +92,8 @@ class PolicyNode(Node):
 
     def _startup_tick(self) -> None:
         if self.frames == 0:
-            self._publish(self.runtime.first_action())
+            command, extras = self.runtime.first_decision()
+            self._publish(command, 0.0, extras)
         else:
             self.timer.cancel()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class Step:
 class PolicyRuntime:
     def __init__(self, mode: str, profile: str, checkpoint: str = "", static: Optional[Dict[str, float]] = None,
                  reward: Optional[Dict[str, float]] = None, learning: bool = False, model: str = "resnet18",
-                 input_size: int = 224) -> None:
+                 input_size: int = 224, objective: str = "latency") -> None:
         from dvfo_ros.core import mdp
         from dvfo_ros.core.twin import load_profile
         self.env = mdp
@@ -65,7 +65,8 @@ class PolicyRuntime:
             else:
                 from dvfo_ros.core.policies import POLICIES
                 # a policy that predicts the served model's cost is built for this board and model
-                served: Dict[str, Any] = {"profile": self.board, "model": model, "input_size": int(input_size)} \
+                served: Dict[str, Any] = {"profile": self.board, "model": model, "input_size": int(input_size),
+                                          "objective": objective} \
                     if getattr(POLICIES.get(mode), "serves_model", False) else {}
                 self.policy = make_policy(mode, self.space, **served)
             self.policy.train(learning)   # a deployed policy exploits unless told to keep learning
@@ -103,9 +104,14 @@ class PolicyRuntime:
         return dict(self.space.snap_command(request))
 
     def first_action(self) -> Dict[str, float]:
+        return self.first_decision()[0]
+
+    def first_decision(self) -> Tuple[Dict[str, float], Any]:
+        """The command (and the seed fields, mdp.ActionExtras) to send before any frame was observed."""
         if self.policy is None:
-            return self.static_command()
-        return self.space.to_command(self.policy.act(self.env.build_state({}, self.space)))
+            return self.static_command(), self.env.NO_EXTRAS
+        levels, extras = self.policy.decide(self.env.build_state({}, self.space))
+        return self.space.to_command(levels), extras
 
     def on_device_state(self, temperature_c: float) -> None:
         pass
