@@ -56,3 +56,33 @@ def test_static_policy_refuses_out_of_range_offload():
         assert pol.set_parameters([Parameter("offload_ratio", value=0.25)])[0].successful
         assert pol.runtime.static_command()["offload_ratio"] == 0.25
         pol.destroy_node()
+
+
+def test_neurosurgeon_publishes_its_cut_and_warns_when_it_prices_another_model():
+    from dvfo_ros.msg import DvfoAction, InferenceResult, Observation
+    from dvfo_ros.nodes.policy import PolicyNode
+    with ros_context() as ctx:
+        pol = PolicyNode(context=ctx, parameter_overrides=[Parameter("policy_mode", value="neurosurgeon"),
+                                                           Parameter("input_size", value=32)])
+        probe = Node("probe", context=ctx)
+        actions = []
+        probe.create_subscription(DvfoAction, "dvfo/action", actions.append, QoSProfile(depth=100))
+        obs_pub = probe.create_publisher(Observation, "dvfo/observation", QoSProfile(depth=10))
+        res_pub = probe.create_publisher(InferenceResult, "dvfo/inference", QoSProfile(depth=10))
+        assert spin_until(ctx, [pol, probe], lambda: len(actions) > 0), "startup action"
+        # no bandwidth measured yet: at its 8 Mbps prior a 32 px resnet18 is cut, not run all here
+        assert 0 <= actions[0].split_index < 11 and actions[0].offload_ratio == 1.0
+
+        def feed(bandwidth_mbps, model):
+            r = InferenceResult(model=model, total_ms=5.0, energy_j=0.05)
+            res_pub.publish(r)
+            obs_pub.publish(Observation(names=["bandwidth_mbps", "rtt_ms"], values=[bandwidth_mbps, 30.0]))
+
+        n = len(actions)
+        assert spin_until(ctx, [pol, probe], lambda: feed(0.1, "resnet18") or len(actions) > n + 2)
+        assert actions[-1].split_index == 11 and actions[-1].offload_ratio == 0.0     # a slow link: all here
+        assert not pol.model_mismatch
+        assert spin_until(ctx, [pol, probe], lambda: feed(0.1, "mobilenet_v2") or bool(pol.model_mismatch))
+        assert "executor runs mobilenet_v2" in pol.model_mismatch
+        pol.destroy_node()
+        probe.destroy_node()

@@ -67,6 +67,7 @@ class PolicyNode(Node):
         self.timer = self.create_timer(p["startup_period_s"], self._startup_tick)
         self.get_logger().info(f"policy {p['policy_mode']} on {p['profile']}")
         self.untrained = ""
+        self.model_mismatch = ""     # a policy that prices the served model, told another one than the executor's
         if getattr(self.runtime.policy, "learns", False) and not p["checkpoint"]:
             self.untrained = (f"policy {p['policy_mode']} has no checkpoint: it starts untrained; train one "
                               f"with dvfo-train (python3 -m dvfo_ros.cli.train) and set 'checkpoint'")
@@ -106,12 +107,19 @@ class PolicyNode(Node):
         parts = [self.decisions.kinds_status(now)]
         if self.untrained:
             parts.append(Status(WARN, self.untrained))
+        if self.model_mismatch:
+            parts.append(Status(WARN, self.model_mismatch))
         st = merge(parts).add(policy=self.params["policy_mode"], decisions=self.seq, observations=self.frames)
         if self.decision_ms:
             st.add(mean_decision_ms=round(sum(self.decision_ms) / len(self.decision_ms), 3))
         return st
 
     def _on_result(self, msg: InferenceResult) -> None:
+        if msg.model and getattr(self.runtime.policy, "serves_model", False) and msg.model != self.params["model"] \
+                and not self.model_mismatch:
+            self.model_mismatch = (f"{self.params['policy_mode']} prices {self.params['model']}'s stages but the "
+                                   f"executor runs {msg.model}: set the policy's 'model' parameter to {msg.model}")
+            self.get_logger().warning(self.model_mismatch)
         if msg.error:      # a frame that was never classified measured nothing: no cost to learn from
             return
         self.runtime.on_result(msg.energy_j, msg.total_ms, msg.fallback)

@@ -28,8 +28,8 @@ Our choices where the paper is silent or its setting differs:
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -77,15 +77,27 @@ class StagePredictor:
         return max(float(x @ self.latency[kind]), 1e-7), max(float(x @ self.energy[kind]), 1e-9)
 
 
-@functools.lru_cache(maxsize=16)
-def fit_predictor(profile_name: str, exclude: str, seed: int = 0, noise: float = 0.05,
-                  repeats: int = 3) -> StagePredictor:
-    """Profile the stages of every twin model except ``exclude`` on ``profile_name`` at max clocks (with
-    measurement noise) and fit the latency and energy regressions (cached per device and model)."""
+_FITTED: Dict[Tuple[str, str, int, float, int], StagePredictor] = {}
+
+
+def fit_predictor(profile: Any, exclude: str, seed: int = 0, noise: float = 0.05, repeats: int = 3) -> StagePredictor:
+    """Profile the stages of every twin model except ``exclude`` on ``profile`` (a name, YAML path or
+    DeviceProfile) at max clocks, with measurement noise, and fit the latency and energy regressions
+    (cached per board description and model)."""
+    from dvfo_ros.core.twin import load_profile
+
+    board = load_profile(profile)
+    key = (json.dumps(asdict(board), sort_keys=True, default=str), exclude, int(seed), float(noise), int(repeats))
+    if key not in _FITTED:
+        _FITTED[key] = _fit(board, exclude, seed, noise, repeats)
+    return _FITTED[key]
+
+
+def _fit(board: Any, exclude: str, seed: int, noise: float, repeats: int) -> StagePredictor:
     from dvfo_ros.core.inference.models import TWIN_MODELS
     from dvfo_ros.core.twin import DeviceTwin, model_workload
 
-    twin = DeviceTwin(profile_name, seed=seed, noise=noise)
+    twin = DeviceTwin(board, seed=seed, noise=noise)
     top = (twin.profile.cpu_hz[-1], twin.profile.gpu_hz[-1], twin.profile.emc_hz[-1])
     rows: Dict[str, List[Tuple[np.ndarray, float, float]]] = {}
     for model in (m for m in TWIN_MODELS if m != exclude):
@@ -127,7 +139,7 @@ class NeurosurgeonPolicy(Policy):
         self.objective = objective
         self.model = model
         self.prior_bandwidth_mbps = float(prior_bandwidth_mbps)
-        self.predictor = fit_predictor(board.name, model, int(seed))
+        self.predictor = fit_predictor(board, model, int(seed))
         layers = partition_workload(model, 0, int(input_size), int(num_classes)).layers
         n = len(layers)
         predicted = np.array([self.predictor.stage(s["name"], s) for s in layers])
