@@ -282,24 +282,21 @@ class CloudServer:
         return encode_reply(seq, None, error=message)
 
     def _check_accept(self, header: Dict[str, Any]) -> None:
-        if header["kind"] == "partition":
-            self._check_partition(header)
-            return
-        for key in ("model", "split", "artifact_id", "total_channels"):
+        partition = header["kind"] == "partition"
+        for key in ("model", "artifact_id") if partition else ("model", "split", "artifact_id", "total_channels"):
             if key in self.accept and header.get(key) != self.accept[key]:
                 raise CodecError(f"{key} {header.get(key)!r} not served here (this server serves "
                                  f"{self.accept[key]!r})")
+        if partition:
+            self._check_partition(header)
+            return
         if "hw" in self.accept and list(header["shape"][1:]) != list(self.accept["hw"]):
             raise CodecError(f"feature map {header['shape'][1]}x{header['shape'][2]} does not match "
                              f"the served split's {self.accept['hw'][0]}x{self.accept['hw'][1]}")
 
     def _check_partition(self, header: Dict[str, Any]) -> None:
-        """A whole map after stage `split`: same model and artifact, a cut this server can finish, and
-        exactly the map that stage makes (every channel, its size)."""
-        for key in ("model", "artifact_id"):
-            if key in self.accept and header.get(key) != self.accept[key]:
-                raise CodecError(f"{key} {header.get(key)!r} not served here (this server serves "
-                                 f"{self.accept[key]!r})")
+        """A whole map after stage `split`: a cut this server can finish, and exactly the map that stage
+        makes (every channel, its size); model and artifact are checked by the caller."""
         shapes = self.accept.get("partitions")
         if not shapes:
             raise CodecError("this server runs no whole-layer partitions")

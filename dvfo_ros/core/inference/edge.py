@@ -234,18 +234,12 @@ class EdgeInference:
         t_edge = time.perf_counter()
         y_cloud = None
         cloud_ms = transfer_ms = 0.0
+        waited_ms = 0.0
         if offloaded:
-            reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
-            t_reply = time.perf_counter()
-            if reply is None:
-                reason = f"no cloud answer within {self.deadline_ms:.0f} ms"
-            elif reply.error or reply.logits is None:
-                reason = f"cloud error: {reply.error}"
-            else:
-                y_cloud = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1).to(
-                    self.placement.device, self.placement.dtype)
-                cloud_ms = float(reply.cloud_ms)
-                transfer_ms = max(0.0, (t_reply - t_sent) * 1000.0 - cloud_ms)
+            answer, cloud_ms, waited_ms, reason = self._await_cloud(seq, deadline, t_sent)
+            if answer is not None:
+                y_cloud = torch.from_numpy(answer).reshape(1, -1).to(self.placement.device, self.placement.dtype)
+                transfer_ms = max(0.0, waited_ms - cloud_ms)
         fallback = offloaded and y_cloud is None or bool(reason)
         t_fb = time.perf_counter()
         if y_edge is None and y_cloud is None:
@@ -259,9 +253,7 @@ class EdgeInference:
         else:
             lam = float(fusion_weight) if fusion_weight >= 0.0 else float(m.fusion_weight(xi))
         logits = m.fuse(y_edge, y_cloud, lam)
-        probs = torch.softmax(logits[0].float(), dim=0).cpu()
-        k = min(self.top_k, probs.numel())
-        top = torch.topk(probs, k)
+        top_classes, top_scores = self._top(logits)
         total_ms = (time.perf_counter() - t0) * 1000.0
         edge_ms = ((t_sent - t0) + (t_edge - t_sent)) * 1000.0 + fb_ms
         energy = 0.0
@@ -271,19 +263,44 @@ class EdgeInference:
                                         xi if offloaded else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0,
                                         edge_tail_fraction=frac)
             edge_ms = float(cost.edge_ms)
-            total_ms = max(edge_ms, transfer_ms + cloud_ms) if y_cloud is not None else edge_ms + (
-                (t_reply - t_sent) * 1000.0 if offloaded else 0.0)
+            total_ms = max(edge_ms, transfer_ms + cloud_ms) if y_cloud is not None else edge_ms + waited_ms
             busy_j = float(cost.power_w) * total_ms / 1000.0 if cost.power_w else float(cost.energy_j)
-            idle_w = float(self.twin.idle_power_w(clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
-            energy = float(frame_energy_j(busy_j, total_ms, idle_w, frame_interval_ms(frame_period_ms, total_ms)))
+            energy = self._over_period(busy_j, total_ms, clocks, frame_period_ms)
         elif clocks is not None:
             energy = clocks.power_w * total_ms / 1000.0
         return FrameOutcome(
-            top_classes=[int(i) for i in top.indices], top_scores=[float(s) for s in top.values],
+            top_classes=top_classes, top_scores=top_scores,
             edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
             offload_ratio=xi if offloaded else 0.0, fusion_weight=lam, bytes_sent=int(sent), raw_bytes=raw,
             cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
             importance=importance_summary(scores.float().cpu().numpy()) if scores is not None else {})
+
+    def _await_cloud(self, seq: int, deadline: float, t_sent: float) -> Tuple[Optional[np.ndarray], float, float, str]:
+        """(logits or None, cloud_ms, ms waited since ``t_sent``, why there are none) for an offloaded frame:
+        its reply, waited for until the frame's deadline."""
+        assert self.link is not None
+        reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
+        waited_ms = (time.perf_counter() - t_sent) * 1000.0
+        if reply is None:
+            return None, 0.0, waited_ms, f"no cloud answer within {self.deadline_ms:.0f} ms"
+        if reply.error or reply.logits is None:
+            return None, 0.0, waited_ms, f"cloud error: {reply.error}"
+        return np.asarray(reply.logits, dtype=np.float32), float(reply.cloud_ms), waited_ms, ""
+
+    def _top(self, logits: torch.Tensor) -> Tuple[List[int], List[float]]:
+        """The frame's top-k classes and their softmax scores."""
+        probs = torch.softmax(logits[0].float(), dim=0).cpu()
+        top = torch.topk(probs, min(self.top_k, probs.numel()))
+        return [int(i) for i in top.indices], [float(v) for v in top.values]
+
+    def _idle_w(self, clocks: Clocks) -> float:
+        assert self.twin is not None
+        return float(self.twin.idle_power_w(clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
+
+    def _over_period(self, busy_j: float, total_ms: float, clocks: Clocks, frame_period_ms: Optional[float]) -> float:
+        """The frame's twin energy over its interval: busy energy plus idle power until the next frame."""
+        interval_ms = frame_interval_ms(frame_period_ms, total_ms)
+        return float(frame_energy_j(busy_j, total_ms, self._idle_w(clocks), interval_ms))
 
     @torch.inference_mode()
     def process_partition(self, rgb: np.ndarray, seq: int, split: int, offload: bool = True,
@@ -317,15 +334,9 @@ class EdgeInference:
                 reason = f"encode failed: {e}"
             t_sent = time.perf_counter()
             if sent:
-                reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
-                wait_ms = (time.perf_counter() - t_sent) * 1000.0
-                if reply is None:
-                    reason = f"no cloud answer within {self.deadline_ms:.0f} ms"
-                elif reply.error or reply.logits is None:
-                    reason = f"cloud error: {reply.error}"
-                else:
-                    logits = torch.from_numpy(np.asarray(reply.logits, dtype=np.float32)).reshape(1, -1)
-                    cloud_ms = float(reply.cloud_ms)
+                answer, cloud_ms, wait_ms, reason = self._await_cloud(seq, deadline, t_sent)
+                if answer is not None:
+                    logits = torch.from_numpy(answer).reshape(1, -1)
                     transfer_ms = max(0.0, wait_ms - cloud_ms)
         cloud_used = logits is not None
         t_local = time.perf_counter()
@@ -333,8 +344,7 @@ class EdgeInference:
             logits = m.run_stages(x, k, n)
         synchronize(self.placement)
         local_ms = (time.perf_counter() - t_local) * 1000.0
-        probs = torch.softmax(logits[0].float(), dim=0).cpu()
-        top = torch.topk(probs, min(self.top_k, probs.numel()))
+        top_classes, top_scores = self._top(logits)
         edge_ms = (t_sent - t0) * 1000.0 + local_ms
         total_ms = (time.perf_counter() - t0) * 1000.0
         energy = 0.0
@@ -346,13 +356,12 @@ class EdgeInference:
                                         1.0 if cloud_used else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0)
             edge_ms = float(cost.edge_ms)
             total_ms = edge_ms + wait_ms
-            idle_w = float(self.twin.idle_power_w(clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz))
-            busy_j = float(cost.power_w) * edge_ms / 1000.0 + idle_w * wait_ms / 1000.0
-            energy = float(frame_energy_j(busy_j, total_ms, idle_w, frame_interval_ms(frame_period_ms, total_ms)))
+            busy_j = float(cost.power_w) * edge_ms / 1000.0 + self._idle_w(clocks) * wait_ms / 1000.0
+            energy = self._over_period(busy_j, total_ms, clocks, frame_period_ms)
         elif clocks is not None:
             energy = clocks.power_w * total_ms / 1000.0
         return FrameOutcome(
-            top_classes=[int(i) for i in top.indices], top_scores=[float(v) for v in top.values],
+            top_classes=top_classes, top_scores=top_scores,
             edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
             offload_ratio=1.0 if cloud_used else 0.0, fusion_weight=0.0 if cloud_used else 1.0,
             bytes_sent=int(sent), raw_bytes=raw, cloud_used=cloud_used, fallback=bool(reason),

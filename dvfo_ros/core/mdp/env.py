@@ -169,17 +169,23 @@ class SimEnv:
         if key not in self._table_cache:
             if len(self._table_cache) > 4096:
                 self._table_cache.clear()
-            s = self.action_space
-            energy = np.empty(s.size)
-            latency = np.empty(s.size)
-            for i, a in enumerate(s.all_actions()):
-                fc = self._exact_twin.frame_cost(self.workload, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]],
-                                                 s.offload_ratios[a[3]], key[0], key[1],
-                                                 bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                                 cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
-                energy[i], latency[i] = fc.energy_j, fc.total_ms
-            self._table_cache[key] = (energy, latency)
+            self._table_cache[key] = self._price(self.workload, self.action_space.all_actions(), None, key)
         return self._table_cache[key]
+
+    def _price(self, work: "Workload", actions: np.ndarray, xi: Optional[float],
+               network: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
+        """Noise-free (energy J, latency ms) of each action on ``work`` under ``network`` (bandwidth, RTT);
+        ``xi`` None: each action's own offload ratio."""
+        s = self.action_space
+        energy = np.empty(len(actions))
+        latency = np.empty(len(actions))
+        for i, a in enumerate(actions):
+            fc = self._exact_twin.frame_cost(work, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]],
+                                             s.offload_ratios[a[3]] if xi is None else xi, network[0], network[1],
+                                             bytes_per_channel_elem=self.bytes_per_channel_elem,
+                                             cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
+            energy[i], latency[i] = fc.energy_j, fc.total_ms
+        return energy, latency
 
     def _state(self) -> np.ndarray:
         return build_state(self._obs, self.action_space)
@@ -297,19 +303,9 @@ class SimEnv:
         if key not in self._partition_cache:
             if len(self._partition_cache) > 1024:
                 self._partition_cache.clear()
-            s = self.action_space
             acts = self.partition_actions()
-            n = len(self.workload.layers)
-            energy = np.empty((n, len(acts)))
-            latency = np.empty((n, len(acts)))
-            for k in range(n):
-                work = self.workload_at(k)
-                for j, a in enumerate(acts):
-                    fc = self._exact_twin.frame_cost(work, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]], 1.0,
-                                                     key[0], key[1], bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                                     cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
-                    energy[k, j], latency[k, j] = fc.energy_j, fc.total_ms
-            self._partition_cache[key] = (energy, latency)
+            priced = [self._price(self.workload_at(k), acts, 1.0, key) for k in range(len(self.workload.layers))]
+            self._partition_cache[key] = (np.stack([e for e, _ in priced]), np.stack([t for _, t in priced]))
         energy, latency = self._partition_cache[key]
         return reward_array(energy, latency, np.zeros_like(energy), self.reward_cfg)
 
