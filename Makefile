@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FRAMES ?= 60
 
-.PHONY: setup demo test test-slow bench bench-grid bench-grid-quick reliability clean
+.PHONY: setup demo test test-slow bench bench-seeds bench-grid bench-grid-quick reliability clean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,17 @@ bench: setup
 # The DVFO paper's grid in the twin: 4 profiles x 6 models x 5 bandwidths x 2 workloads x 3 etas, every
 # learnt policy trained once per (profile, model, workload, eta) and cached under build/grid/ (a rerun only
 # evaluates); ~1 h on 2 free cores the first time. ARGS passes more flags (e.g. ARGS="--workers 4").
+# The seed systems side by side (README "The seed systems side by side"): two boards, two held-out traces,
+# resnet50 with three versions, co-runners, a shared LAN edge server and drawn accuracy requirements (~15 min each)
+SEEDS = oracle,dvfo,dvfs_only,offload_only,autoscale,e2e_rl,neurosurgeon,edge_only,cloud_only,cpu_only,image_upload,max_freq,ondemand
+bench-seeds: setup
+	@mkdir -p out
+	for D in xavier_nx nano; do $(PY) -m dvfo_ros.cli.bench --device $$D --model resnet50 \
+	  --variants resnet18,mobilenet_v3_large,efficientnet_b0 --trace heldout_wifi_dropouts,heldout_drive_lte \
+	  --train-trace mix --train-steps 9000 --noise 0.05 --corunner 0,0.5 --edge-server --edge-users 0,6 \
+	  --accuracy-bounds 0.005,0.04,0.12 --fps 10 --episode-frames 50 --policies $(SEEDS) --frames 600 --json out/seeds_$$D.json \
+	  || exit 1; done
+
 bench-grid: setup
 	@mkdir -p out
 	$(PY) -m dvfo_ros.cli.bench grid --json out/grid.json --plot out/grid.png $(ARGS)

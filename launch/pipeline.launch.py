@@ -1,5 +1,6 @@
 """ros2 launch dvfo_ros pipeline.launch.py [params_file:=/path/pipeline.yaml] [namespace:=robot1]
-       [model:=mobilenet_v2] [device_profile:=tx2] [policy_mode:=dvfo] [backend:=auto]
+       [model:=mobilenet_v2] [variants:=resnet18,efficientnet_b0] [device_profile:=tx2] [policy_mode:=dvfo]
+       [backend:=auto]
        [cloud_endpoint:=tcp://10.0.0.5:5555 | cloud_endpoint:=none | edge_only:=true]
        [start_cloud:=true] [use_camera:=false image_topic:=/my_driver/image_raw]
 
@@ -8,7 +9,7 @@ params file, plus the ZeroMQ cloud server (ExecuteProcess: it is not a ROS node)
 true and the executor's endpoint is local, given the executor's whole model
 (dvfo_ros.nodes.graph.cloud_arguments, as dvfo-pipeline does).
 
-model, device_profile, policy_mode, backend and cloud_endpoint default to '' = not given: the params
+model, variants, device_profile, policy_mode, backend and cloud_endpoint default to '' = not given: the params
 file's values stand, and only the arguments given on the command line override them.
 cloud_endpoint:=none (or edge_only:=true) runs edge-only: no cloud endpoint, no cloud server.
 """
@@ -27,6 +28,7 @@ OVERRIDES = {
     "device_profile": [("governor", "profile"), ("policy", "profile")],
     "backend": [("governor", "backend")],
     "model": [("executor", "model"), ("policy", "model")],
+    "variants": [("executor", "variants"), ("policy", "variants")],
     "cloud_endpoint": [("executor", "cloud_endpoint")],
     "policy_mode": [("policy", "policy_mode")],
 }
@@ -115,6 +117,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="governor hardware backend: auto, jetson, linux, nvml, sim" + given),
         DeclareLaunchArgument("model", default_value="",
                               description="zoo model: resnet18, mobilenet_v2, efficientnet_b0" + given),
+        DeclareLaunchArgument("variants", default_value="",
+                              description="zoo models the executor also serves and e2e_rl picks among" + given),
         DeclareLaunchArgument("cloud_endpoint", default_value="",
                               description="ZeroMQ endpoint of the cloud server; 'none' = edge-only" + given),
         DeclareLaunchArgument("edge_only", default_value="false",

@@ -40,3 +40,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def executor_probe(ctx: rclpy.Context, executor):
+    """A probe node wired to an executor: (probe, results list, image publisher, action publisher), once the
+    executor has subscribed to both publishers."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from dvfo_ros.msg import DvfoAction, InferenceResult
+    probe = Node("probe", context=ctx)
+    results: list = []
+    probe.create_subscription(InferenceResult, "dvfo/inference", results.append, QoSProfile(depth=50))
+    img_pub = probe.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    act_pub = probe.create_publisher(DvfoAction, "dvfo/action", QoSProfile(depth=10))
+    assert spin_until(ctx, [executor, probe], lambda: img_pub.get_subscription_count() > 0
+                      and act_pub.get_subscription_count() > 0)
+    return probe, results, img_pub, act_pub

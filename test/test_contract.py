@@ -48,7 +48,7 @@ def test_twin_and_live_path_build_the_same_state_from_the_same_frames():
                              info["energy_j"], cmd["offload_ratio"], 0.5, info["bytes_sent"], 0, True, False,
                              importance=importance)
         names, values = tracker.on_frame(frame, period_ms=env.period_ms)
-        live = mdp.build_state(dict(zip(names, values)), space)
+        live = mdp.build_state(dict(zip(names, values)), space, env.reward_cfg.accuracy_loss_bound)  # as the runtime
         if i == 0:
             continue
         np.testing.assert_allclose(live, state, rtol=1e-5, atol=1e-6,

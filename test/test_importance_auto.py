@@ -18,15 +18,16 @@ IMPORTANCE = [n for n in STATE_NAMES if n.startswith("importance_")]
 BLIND = sorted(n for n, cls in POLICIES.items() if not cls.reads_importance)
 
 
-def test_the_rule_policies_and_neurosurgeon_and_only_they_say_they_never_read_the_importance():
-    assert BLIND == ["cloud_only", "edge_only", "max_freq", "neurosurgeon", "ondemand", "static"]
+def test_the_rule_policies_and_the_seed_systems_but_dvfo_and_only_they_say_they_never_read_the_importance():
+    assert BLIND == ["autoscale", "cloud_only", "cpu_only", "e2e_rl", "edge_only", "image_upload", "max_freq",
+                     "neurosurgeon", "ondemand", "static"]
 
 
 @pytest.mark.parametrize("name", BLIND)
 def test_blind_policies_act_the_same_whatever_the_importance_says(name):
     from dvfo_ros.core.policies import make_policy
     from dvfo_ros.core.twin import load_profile
-    policy = make_policy(name, ActionSpace.from_profile(load_profile("xavier_nx")))
+    policy = make_policy(name, ActionSpace.from_profile(load_profile("xavier_nx"))).train(False)
     rng = np.random.default_rng(0)
     for _ in range(20):
         state = rng.uniform(0.0, 1.0, len(STATE_NAMES)).astype(np.float32)

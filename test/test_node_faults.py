@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from fake_sysfs import BOARDS, XAVIER_CPU_KHZ, build_jetson_tree, read, refuse_writes
-from rosutil import ros_context, spin_until
+from rosutil import executor_probe, ros_context, spin_until
 
 pytestmark = pytest.mark.ros
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,18 +62,11 @@ def test_executor_answers_a_malformed_frame_logs_it_and_serves_the_next(capfd):
 def test_executor_ignores_a_nan_action_and_survives_an_inference_fault(capfd):
     """A NaN offload share from a broken policy is refused; an exception inside inference is logged and
     every frame still gets a result; the executor recovers when the fault goes away."""
-    from dvfo_ros.msg import DvfoAction, InferenceResult
+    from dvfo_ros.msg import DvfoAction
     from dvfo_ros.nodes.executor import ExecutorNode
-    from sensor_msgs.msg import Image
     with ros_context() as ctx:
         ex = ExecutorNode(context=ctx, parameter_overrides=EXECUTOR)
-        probe = Node("probe", context=ctx)
-        results = []
-        probe.create_subscription(InferenceResult, "dvfo/inference", results.append, QoSProfile(depth=50))
-        img_pub = probe.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        act_pub = probe.create_publisher(DvfoAction, "dvfo/action", QoSProfile(depth=10))
-        assert spin_until(ctx, [ex, probe], lambda: img_pub.get_subscription_count() > 0
-                          and act_pub.get_subscription_count() > 0)
+        probe, results, img_pub, act_pub = executor_probe(ctx, ex)
         before = ex.action
         bad = DvfoAction()
         bad.offload_ratio, bad.fusion_weight = math.nan, -1.0

@@ -5,7 +5,7 @@ import pytest
 
 from dvfo_ros.cli.bag import synth
 from dvfo_ros.cli.train_offline import main as train_main
-from dvfo_ros.core.mdp import ActionSpace
+from dvfo_ros.core.mdp import STATE_DIM, ActionSpace
 from dvfo_ros.core.policies.offline import ReadStats, ReservoirBuffer, TransitionChunk, iter_transitions
 from dvfo_ros.core.twin import load_profile
 
@@ -87,7 +87,7 @@ def test_reservoir_keeps_a_uniform_sample_in_fixed_memory():
     buf = ReservoirBuffer(500, seed=0)
     for start in range(0, 20_000, 1000):
         idx = np.arange(start, start + 1000, dtype=np.float32)
-        s = np.repeat(idx[:, None], 20, 1)
+        s = np.repeat(idx[:, None], STATE_DIM, 1)
         buf.add(TransitionChunk(s, np.zeros((1000, 4), np.int64), idx, s, np.zeros(1000, np.float32)))
     assert len(buf) == 500 and buf.seen == 20_000
     r = buf.all()[2]

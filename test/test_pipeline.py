@@ -57,6 +57,23 @@ def test_neurosurgeon_cuts_whole_layers_live_and_every_frame_is_answered():
     assert s["cloud_used"] >= 1 and s["fallbacks"] == 0 and s["bytes_sent_per_frame"] > 0, s
 
 
+@pytest.mark.parametrize("mode,target,cloud", [("image_upload", "cloud", True), ("cpu_only", "cpu", False)])
+def test_a_policy_s_target_is_where_the_frame_runs_live(mode, target, cloud):
+    from dvfo_ros.cli.pipeline import run
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    params = _params(endpoint, 0.0)
+    params["executor"]["input_size"] = 32
+    params["policy"] = {"policy_mode": mode}
+    s = run(params, frames=20, timeout_s=180, log=lambda *_: None)
+    assert s["results_out"] == s["frames_in"] == 20 and s["errors"] == 0, s
+    # every frame after the policy's first action (the first one or two may come before it) runs there
+    assert set(s["targets"]) == {target} and s["targets"][target] >= 15, s
+    if cloud:      # the image went up and the cloud process ran the whole network
+        assert s["splits"]["0"] == s["targets"][target] and s["cloud_used"] >= 15 and s["bytes_sent_per_frame"] > 0, s
+    else:
+        assert s["cloud_used"] == 0 and s["bytes_sent_per_frame"] == 0, s
+
+
 def test_cloud_killed_mid_run_loses_no_frame():
     from dvfo_ros.cli.pipeline import run
     endpoint = f"tcp://127.0.0.1:{free_port()}"

@@ -182,7 +182,7 @@ def synth(out: str, frames: int, policy: str = "ondemand", storage: str = "mcap"
                 offload_ratio=float(cmd["offload_ratio"]), fusion_weight=-1.0, split_index=-1, model_variant="",
                 exit_point=-1, target="", decision_ms=0.0))
             w.write(T["inference"], ts + period_ns // 2, Ir(
-                header=hdr, seq=i, model=env.model, split_index=-1, top_classes=np.zeros(1, np.int32),
+                header=hdr, seq=i, model=env.model, split_index=-1, target="", top_classes=np.zeros(1, np.int32),
                 top_scores=np.ones(1, np.float32), label=-1, correct=False, edge_ms=float(info["edge_ms"]),
                 transfer_ms=float(info["transfer_ms"]), cloud_ms=0.0, total_ms=float(info["latency_ms"]),
                 energy_j=float(info["energy_j"]), offload_ratio=float(cmd["offload_ratio"]), fusion_weight=-1.0,

@@ -57,11 +57,12 @@ def format_table(results: Dict[str, Dict[str, Any]]) -> str:
     """One row per policy: energy (board, SoC rails), latency, accuracy loss, reward, cost, SLO misses,
     decision time."""
     headers = ("policy", "J/frame", "SoC J", "lat ms", "p95 ms", "acc loss %", "reward", "cost", "SLO viol",
-               "dec p50 ms", "dec p99 ms")
+               "acc viol", "dec p50 ms", "dec p99 ms")
     rows = [(name, r["energy_j_per_frame"], r["soc_energy_j_per_frame"], r["latency_ms_mean"], r["latency_ms_p95"],
-             100 * r["accuracy_loss"], r["reward_mean"], r["cost_mean"], r["slo_violations"], r["decision_ms_p50"],
-             r["decision_ms_p99"]) for name, r in results.items()]
-    return _table(rows, headers, floatfmt=("", ".4f", ".4f", ".1f", ".1f", ".2f", ".3f", ".3f", "", ".3f", ".3f"))
+             100 * r["accuracy_loss"], r["reward_mean"], r["cost_mean"], r["slo_violations"],
+             r.get("accuracy_violations", 0), r["decision_ms_p50"], r["decision_ms_p99"])
+            for name, r in results.items()]
+    return _table(rows, headers, floatfmt=("", ".4f", ".4f", ".1f", ".1f", ".2f", ".3f", ".3f", "", "", ".3f", ".3f"))
 
 
 def plot_pareto(results: Dict[str, Dict[str, Any]], path: str, title: str) -> None:

@@ -71,6 +71,31 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=d.input_size,
                    help="the network's input side in px (a 32-px artifact: 32); the twin counts its work at this size")
     p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of the network's head")
+    p.add_argument("--corunner", type=_pair(float), default=d.corunner, metavar="LO,HI",
+                   help="co-running processes' CPU and GPU share, each drawn per episode in [LO, HI] (interference)")
+    p.add_argument("--edge-server", action="store_true",
+                   help="a LAN edge server for target 'edge' (4 TFLOPS, 50 Mbps, 3 ms; without it the cloud serves it)")
+    p.add_argument("--edge-users", type=_pair(int), default=d.edge_users, metavar="LO,HI",
+                   help="other robots sharing the LAN edge server, drawn per episode in [LO, HI]")
+    p.add_argument("--accuracy-bounds", type=lambda t: tuple(float(v) for v in t.split(",")), default=None,
+                   metavar="B,B,...", help="accuracy requirements (loss bounds) an episode draws one of")
+    p.add_argument("--variants", type=lambda t: tuple(v for v in t.split(",") if v), default=(),
+                   metavar="M,M,...", help="zoo models a policy may run instead of --model (e2e_rl's versions)")
+
+
+def _pair(kind: type) -> Any:
+    """argparse type of a 'LO,HI' range (one value: LO = HI)."""
+    def parse(text: str) -> Tuple[Any, Any]:
+        try:
+            parts = [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LO,HI numbers, got '{text}'") from None
+        if len(parts) == 1:
+            parts *= 2
+        if len(parts) != 2 or parts[0] > parts[1]:
+            raise argparse.ArgumentTypeError(f"expected LO,HI with LO <= HI, got '{text}'")
+        return parts[0], parts[1]
+    return parse
 
 
 def add_agent_args(p: argparse.ArgumentParser, show: bool = True) -> None:

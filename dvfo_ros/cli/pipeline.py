@@ -190,7 +190,7 @@ def run(params: Dict[str, Dict[str, Any]], frames: int, timeout_s: float, log=pr
                  "fallback": m.fallback, "cloud_used": m.cloud_used, "label": m.label, "correct": m.correct,
                  "offload_ratio": m.offload_ratio, "fallback_reason": m.fallback_reason,
                  "error": m.error, "error_reason": m.error_reason, "split_index": m.split_index,
-                 "stamp_ns": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec}
+                 "target": m.target, "stamp_ns": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec}
             results.append(r)
             if on_result is not None:
                 on_result(r)

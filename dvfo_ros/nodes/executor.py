@@ -10,6 +10,7 @@ The action that arrives while a frame runs applies from the next frame on (DVFO'
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -26,6 +27,7 @@ from dvfo_ros.core.inference.device import DEVICES, resolve_device
 from dvfo_ros.core.inference.edge import Clocks, EdgeInference, resize_mode
 from dvfo_ros.core.inference.models import ZOO
 from dvfo_ros.core.inference.spec import ModelSpec
+from dvfo_ros.core.mdp.context import TARGETS
 from dvfo_ros.core.mdp.observation import ObservationTracker
 from dvfo_ros.core.policies.base import reads_importance
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
@@ -49,6 +51,11 @@ PARAMS = [
           read_only=True),
     Param("cloud_endpoint", "tcp://127.0.0.1:5555", "ZeroMQ endpoint of the cloud server ('' = edge only)",
           read_only=True),
+    Param("variants", "", "comma-separated zoo models a policy's model_variant may run instead of model (each its "
+          "artifact for the dataset, else untrained at the model's size and classes; the cloud serves model only)",
+          read_only=True),
+    Param("edge_server_endpoint", "", "ZeroMQ endpoint of the LAN edge server a policy's target 'edge' uses "
+          "('' = the cloud endpoint serves it too)", read_only=True),
     Param("deadline_ms", 200.0, "per-frame deadline for the cloud part; later answers are dropped", 1.0, 10000.0),
     Param("offload_ratio", 0.0, "xi until the policy sends an action", 0.0, 1.0),
     Param("fusion_weight", -1.0, "lambda until the policy sends one (-1 = the model's lambda table)", -1.0, 1.0),
@@ -89,14 +96,27 @@ class ExecutorNode(Node):
         self.untrained = "" if spec.resolve_artifact() else untrained_warning(spec.model, spec.dataset,
                                                                                spec.artifact == "none")
         self.timing_note = "measured on this machine"
-        self.link = self._open_link(p)
+        self.link = self._open_link(p, p["cloud_endpoint"])
+        # the LAN edge server (target 'edge'); without its own endpoint the cloud's link serves it
+        self.edge_link = self._open_link(p, p["edge_server_endpoint"]) if p["edge_server_endpoint"] else self.link
         placement = resolve_device(p["device"], p["fp16"])      # cuda without CUDA: DeviceError, one line
         self.engine = EdgeInference(self.model, self.link, p["deadline_ms"], p["top_k"], placement=placement,
                                     resize=resize_mode(p["keep_aspect"], p["crop"]))
+        # the model variants (DvfoAction.model_variant): an engine each, on the same links and device
+        self.variants: Dict[str, EdgeInference] = {}
+        for name in (v.strip() for v in p["variants"].split(",")):
+            if name and name != spec.model:
+                vspec = dataclasses.replace(spec, model=name, artifact="", split=-1,
+                                            num_classes=int(self.model.meta["num_classes"]),
+                                            input_size=int(self.model.meta["input_size"]))
+                self.variants[name] = EdgeInference(vspec.load(), self.link, p["deadline_ms"], p["top_k"],
+                                                    placement=placement, resize=self.engine.resize)
+        self.variant = ""
         self.twin_for: Optional[str] = None
         self.obs = ObservationTracker()
         self.action: Tuple[float, float] = (p["offload_ratio"], p["fusion_weight"])
         self.split = -1        # a policy's whole-layer cut (DvfoAction.split_index); -1 = DVFO's channel split
+        self.target = ""       # where a policy runs the frame (DvfoAction.target, mdp.TARGETS); '' = as split says
         self.clocks = Clocks()
         self.device_backend = ""
         self.labels: "OrderedDict[Tuple[int, int], Tuple[int, int]]" = OrderedDict()
@@ -131,13 +151,13 @@ class ExecutorNode(Node):
         if self.untrained:
             self.get_logger().warning(self.untrained)
 
-    def _open_link(self, p: Dict[str, Any]):
-        if not p["cloud_endpoint"]:
+    def _open_link(self, p: Dict[str, Any], endpoint: str):
+        if not endpoint:
             return None
         from dvfo_ros.core.inference.edge import curve_client_keys
         from dvfo_ros.core.wire.link import CloudLink
         keys = curve_client_keys(p["curve_server_key"], p["curve_client_key"])
-        return CloudLink(p["cloud_endpoint"], **keys)
+        return CloudLink(endpoint, **keys)
 
     def _on_label(self, msg: FrameLabel) -> None:
         self.labels[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (int(msg.seq), int(msg.label))
@@ -145,16 +165,21 @@ class ExecutorNode(Node):
             self.labels.popitem(last=False)
 
     def _on_action(self, msg: DvfoAction) -> None:
-        xi, lam, split = float(msg.offload_ratio), float(msg.fusion_weight), int(msg.split_index)
-        stages = self.model.num_stages
+        xi, lam, split, target = float(msg.offload_ratio), float(msg.fusion_weight), int(msg.split_index), msg.target
+        variant = "" if msg.model_variant == self.model.meta["model"] else msg.model_variant
+        stages = (self.variants[variant].model if variant in self.variants else self.model).num_stages
         if not (math.isfinite(xi) and 0.0 <= xi <= 1.0 and math.isfinite(lam) and lam <= 1.0
-                and -1 <= split <= stages):
+                and -1 <= split <= stages and target in ("",) + TARGETS and (not variant or variant in self.variants)):
             self.get_logger().warning(f"ignored action {msg.seq} from '{msg.policy}': offload_ratio={xi}, "
-                                      f"fusion_weight={lam}, split_index={split} (need xi in [0, 1], "
-                                      f"lambda <= 1, split_index -1 or 0..{stages})", throttle_duration_sec=5.0)
+                                      f"fusion_weight={lam}, split_index={split}, target='{target}', "
+                                      f"model_variant='{variant}' (need xi in [0, 1], lambda <= 1, split_index -1 "
+                                      f"or 0..{stages}, target '' or one of {', '.join(TARGETS)}, a variant of "
+                                      f"{', '.join(self.variants) or 'none'})", throttle_duration_sec=5.0)
             return
         self.action = (xi, lam)
         self.split = split
+        self.target = target or ("gpu" if variant else "")     # a variant runs at a target, as in the twin
+        self.variant = variant
         self.obs.on_action(msg.offload_ratio, msg.decision_ms, [msg.cpu_freq_hz, msg.gpu_freq_hz, msg.emc_freq_hz],
                            msg.policy)
 
@@ -173,12 +198,16 @@ class ExecutorNode(Node):
         self.twin_for = key
         if not want:
             self.engine.twin = self.engine.workload = None
+            for engine in self.variants.values():
+                engine.twin = None
             self.timing_note = "measured on this machine"
             self.get_logger().info(f"timing: measured (backend {backend or '?'}, timing={mode})")
             return
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
         m = self.model.meta
         self.engine.twin = DeviceTwin(load_profile(profile or "xavier_nx"))
+        for engine in self.variants.values():     # a variant's frames are priced at its own stages
+            engine.twin = self.engine.twin
         self.engine.workload = model_workload(m["model"], int(m["split"]), int(m["input_size"]),
                                               int(m["num_classes"]))
         self.timing_note = f"twin ({profile or 'xavier_nx'} profile), not measured"
@@ -191,7 +220,8 @@ class ExecutorNode(Node):
         except ValueError as e:
             return str(e)
         if hasattr(self, "engine"):
-            self.engine.resize = mode
+            for engine in (self.engine, *self.variants.values()):
+                engine.resize = mode
             self.health.freq.expected_hz, self.health.freq.tolerance = new["expected_fps"], new["frequency_tolerance"]
             self.health.stale.timeout_s = new["input_timeout_s"]
         return None
@@ -258,7 +288,15 @@ class ExecutorNode(Node):
         if period_ms is not None and not 0.0 < period_ms < 1000.0:
             period_ms = None   # a gap (source restart, paused bag): no idle energy to attribute
         try:
-            if self.split >= 0:
+            if self.target:
+                remote = self.target in ("edge", "cloud")
+                engine = self.variants.get(self.variant, self.engine)
+                r = engine.process_partition(rgb, seq, max(self.split, 0) if remote else engine.model.num_stages,
+                                             remote, self.clocks, period_ms, target=self.target,
+                                             link=self.edge_link if self.target == "edge" else self.link)
+                if self.variant:
+                    out.model = self.variant
+            elif self.split >= 0:
                 r = self.engine.process_partition(rgb, seq, self.split, xi > 0.0, self.clocks, period_ms)
             else:
                 r = self.engine.process(rgb, seq, xi, lam, self.clocks, frame_period_ms=period_ms,
@@ -275,6 +313,7 @@ class ExecutorNode(Node):
         out.fallback_reason = r.fallback_reason
         if r.split_index >= 0:
             out.split_index = r.split_index
+        out.target = r.target
         self._publish_result(out)
         self.vision.publish(msg.header, r.top_classes, r.top_scores)
         names, values = self.obs.on_frame(r, period_ms)
@@ -290,6 +329,8 @@ class ExecutorNode(Node):
         return self.params["importance"] == "always" or self.recording or reads_importance(self.obs.policy)
 
     def destroy_node(self) -> None:
+        if self.edge_link is not None and self.edge_link is not self.link:
+            self.edge_link.close()
         if self.link is not None:
             self.link.close()
         super().destroy_node()

@@ -35,6 +35,8 @@ PARAMS = [
           choices=("latency", "energy"), read_only=True),
     Param("input_size", 224, "the executor's input size in px (its artifact's; neurosurgeon's predictions use it)",
           32, 4096, read_only=True),
+    Param("variants", "", "comma-separated zoo models the executor also serves (its variants parameter): e2e_rl "
+          "picks among them and the model", read_only=True),
     Param("learning", False, "keep learning online from the robot's own transitions"),
     Param("cpu_freq_hz", 0, "static: CPU clock (0 = the table's maximum)", 0, 10**11),
     Param("gpu_freq_hz", 0, "static: GPU clock (0 = the table's maximum)", 0, 10**11),
@@ -56,7 +58,8 @@ class PolicyNode(Node):
         p = self.params.values
         self.runtime = PolicyRuntime(p["policy_mode"], p["profile"], checkpoint=p["checkpoint"],
                                      static=self._static(p), reward=self._reward(p), learning=p["learning"],
-                                     model=p["model"], input_size=p["input_size"], objective=p["objective"])
+                                     model=p["model"], input_size=p["input_size"], objective=p["objective"],
+                                     variants=[v.strip() for v in p["variants"].split(",") if v.strip()])
         self.seq = 0
         self.frames = 0
         self.action_pub = qos.publisher(self, DvfoAction, "dvfo/action", QoSProfile(depth=10))

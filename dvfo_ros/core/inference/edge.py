@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ class FrameOutcome:
     fallback_reason: str = ""
     importance: Dict[str, float] = field(default_factory=dict)
     split_index: int = -1          # the whole-layer cut the frame ran at (-1: DVFO's channel split)
+    target: str = ""               # where it ran (mdp.TARGETS), '' = DVFO's channel split
 
 
 def curve_client_keys(server_key_file: str, client_secret_file: str) -> CurveKeys:
@@ -177,6 +178,7 @@ class EdgeInference:
             model.to(self.placement.device, self.placement.dtype)
         self._input = InputBuffer(int(model.meta["input_size"]), model.pixel_mean, model.pixel_std, resize,
                                   self.placement.device, self.placement.dtype)
+        self._cpu: Optional[Tuple[Any, InputBuffer]] = None     # the local-CPU target's copy, on CUDA only
 
     @property
     def resize(self) -> str:
@@ -187,8 +189,9 @@ class EdgeInference:
     def resize(self, mode: str) -> None:
         if mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode '{mode}'; choose one of {', '.join(RESIZE_MODES)}")
-        self._input.mode = mode
-        self._input._layout = None
+        for buffer in (self._input,) + ((self._cpu[1],) if self._cpu is not None else ()):
+            buffer.mode = mode
+            buffer._layout = None
 
     @torch.inference_mode()
     def process(self, rgb: np.ndarray, seq: int, offload_ratio: float, fusion_weight: float = -1.0,
@@ -275,11 +278,13 @@ class EdgeInference:
             cloud_used=y_cloud is not None, fallback=bool(fallback), fallback_reason=reason,
             importance=importance_summary(scores.float().cpu().numpy()) if scores is not None else {})
 
-    def _await_cloud(self, seq: int, deadline: float, t_sent: float) -> Tuple[Optional[np.ndarray], float, float, str]:
+    def _await_cloud(self, seq: int, deadline: float, t_sent: float,
+                     link: Any = None) -> Tuple[Optional[np.ndarray], float, float, str]:
         """(logits or None, cloud_ms, ms waited since ``t_sent``, why there are none) for an offloaded frame:
-        its reply, waited for until the frame's deadline."""
-        assert self.link is not None
-        reply = self.link.wait(seq, max(0.0, deadline - time.perf_counter()))
+        its reply on ``link`` (default: this engine's), waited for until the frame's deadline."""
+        link = self.link if link is None else link
+        assert link is not None
+        reply = link.wait(seq, max(0.0, deadline - time.perf_counter()))
         waited_ms = (time.perf_counter() - t_sent) * 1000.0
         if reply is None:
             return None, 0.0, waited_ms, f"no cloud answer within {self.deadline_ms:.0f} ms"
@@ -302,25 +307,42 @@ class EdgeInference:
         interval_ms = frame_interval_ms(frame_period_ms, total_ms)
         return float(frame_energy_j(busy_j, total_ms, self._idle_w(clocks), interval_ms))
 
+    def _on_cpu(self) -> Tuple[Any, Any]:
+        """(model, input buffer) on the CPU for the local-CPU target: this engine's own on a CPU placement,
+        else an fp32 copy made once."""
+        if not self.placement.is_cuda:
+            return self.model, self._input
+        if self._cpu is None:
+            import copy
+            cpu_model = copy.deepcopy(self.model).to(torch.device("cpu"), torch.float32)
+            self._cpu = (cpu_model, InputBuffer(int(cpu_model.meta["input_size"]), cpu_model.pixel_mean,
+                                                cpu_model.pixel_std, self._input.mode))
+        return self._cpu
+
     @torch.inference_mode()
     def process_partition(self, rgb: np.ndarray, seq: int, split: int, offload: bool = True,
-                          clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None) -> FrameOutcome:
+                          clocks: Optional[Clocks] = None, frame_period_ms: Optional[float] = None, *,
+                          link: Any = None, target: str = "") -> FrameOutcome:
         """One frame cut at a whole-layer partition point (Neurosurgeon's decision): stages 0..split-1 of
         the all-local network here, the whole map after them to the server, which runs the rest (split 0
         sends the normalised image; split >= num_stages, no link, or ``offload`` False: all here). A dead
-        or late server means the remaining stages run here: the frame is still answered."""
-        m = self.model
+        or late server means the remaining stages run here: the frame is still answered.
+        ``link``: the server to use (None: this engine's; the LAN edge server's for target edge).
+        ``target`` cpu: every stage on the CPU cores (the twin prices it on the CPU too)."""
+        on_cpu = target == "cpu"
+        m, to_input = self._on_cpu() if on_cpu else (self.model, self._input)
+        link = self.link if link is None else link
         n = m.num_stages
-        k = min(max(int(split), 0), n)
+        k = n if on_cpu else min(max(int(split), 0), n)
         t0 = time.perf_counter()
         deadline = t0 + self.deadline_ms / 1000.0
-        x = m.run_stages(self._input(rgb), 0, k)
+        x = m.run_stages(to_input(rgb), 0, k)
         logits = None
         reason = ""
         sent = raw = 0
         cloud_ms = transfer_ms = wait_ms = 0.0
         t_sent = time.perf_counter()
-        if offload and k < n and self.link is not None:
+        if offload and k < n and link is not None:
             c = int(x.shape[1])
             wire = x[0].float().cpu().numpy().reshape(c, *(list(x.shape[2:]) + [1, 1])[:2])
             try:
@@ -328,13 +350,13 @@ class EdgeInference:
                                          deadline=time.time() + self.deadline_ms / 1000.0, total_channels=c,
                                          artifact_id=str(m.meta.get("artifact_id", "")), kind="partition")
                 raw = int(wire.size * 4)
-                sent = self.link.submit(frames, seq)
+                sent = link.submit(frames, seq)
                 reason = "" if sent else "cloud link down"
             except CodecError as e:
                 reason = f"encode failed: {e}"
             t_sent = time.perf_counter()
             if sent:
-                answer, cloud_ms, wait_ms, reason = self._await_cloud(seq, deadline, t_sent)
+                answer, cloud_ms, wait_ms, reason = self._await_cloud(seq, deadline, t_sent, link)
                 if answer is not None:
                     logits = torch.from_numpy(answer).reshape(1, -1)
                     transfer_ms = max(0.0, wait_ms - cloud_ms)
@@ -353,7 +375,7 @@ class EdgeInference:
             work = partition_workload(m.meta["model"], n if not cloud_used else k, int(m.meta["input_size"]),
                                       int(m.meta["num_classes"]))
             cost = self.twin.frame_cost(work, clocks.cpu_freq_hz, clocks.gpu_freq_hz, clocks.emc_freq_hz,
-                                        1.0 if cloud_used else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0)
+                                        1.0 if cloud_used else 0.0, bandwidth_mbps=1e4, rtt_ms=0.0, on_cpu=on_cpu)
             edge_ms = float(cost.edge_ms)
             total_ms = edge_ms + wait_ms
             busy_j = float(cost.power_w) * edge_ms / 1000.0 + self._idle_w(clocks) * wait_ms / 1000.0
@@ -365,5 +387,5 @@ class EdgeInference:
             edge_ms=edge_ms, transfer_ms=transfer_ms, cloud_ms=cloud_ms, total_ms=total_ms, energy_j=energy,
             offload_ratio=1.0 if cloud_used else 0.0, fusion_weight=0.0 if cloud_used else 1.0,
             bytes_sent=int(sent), raw_bytes=raw, cloud_used=cloud_used, fallback=bool(reason),
-            fallback_reason=reason, split_index=k)
+            fallback_reason=reason, split_index=k, target=target)
 

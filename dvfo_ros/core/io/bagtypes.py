@@ -70,6 +70,7 @@ int32 label
 uint64 seq
 string model
 int32 split_index
+string target
 int32[] top_classes
 float32[] top_scores
 int32 label

@@ -45,6 +45,8 @@ def summarise(frames_in: int, results: Iterable[Dict[str, Any]], policy: str, de
         # the cut each frame ran at, most used first: the executor's DVFO split, or a policy's whole-layer cuts
         "splits": {str(k): n for k, n in
                    Counter(int(r["split_index"]) for r in rs if "split_index" in r).most_common()},
+        # where each frame ran (a policy's target, mdp.TARGETS), most used first; '' frames (DVFO's split) left out
+        "targets": dict(Counter(str(r["target"]) for r in rs if r.get("target")).most_common()),
     }
     out.update(extra)
     return out
@@ -75,6 +77,8 @@ def format_table(s: Dict[str, Any]) -> str:
     ]
     if s.get("splits"):
         rows.append(("split (frames)", ", ".join(f"{k} ({n})" for k, n in list(s["splits"].items())[:4])))
+    if s.get("targets"):
+        rows.append(("target (frames)", ", ".join(f"{k} ({n})" for k, n in s["targets"].items())))
     for k in ("model", "backend", "timing"):
         if k in s:
             rows.append((k, s[k]))

@@ -12,13 +12,16 @@ from dvfo_ros.core.mdp.actions import (BRANCH_NAMES, COMMAND_KEYS, NO_EXTRAS, Ac
                                       snap_index, snap_indices)
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.env import SimEnv
-from dvfo_ros.core.mdp.features import (FEATURES, STATE_CLIP, STATE_DIM, STATE_LOG_SCALES, STATE_NAMES, STATE_SCALES,
-                                        build_state, feature_value, importance_summary, observe)
+from dvfo_ros.core.mdp.context import TARGETS, Conditions, EdgeServer
+from dvfo_ros.core.mdp.features import (CONTEXT_NAMES, DVFO_STATE_DIM, FEATURES, STATE_CLIP, STATE_DIM,
+                                        STATE_LOG_SCALES, STATE_NAMES, STATE_SCALES, build_state, feature_value,
+                                        importance_summary, observe)
 from dvfo_ros.core.mdp.reward import (DEFAULT_ACCURACY_TABLE, RewardConfig, accuracy_loss_at, cost, penalty, reward,
                                       reward_array)
 
-__all__ = ["BRANCH_NAMES", "COMMAND_KEYS", "DEFAULT_ACCURACY_TABLE", "FEATURES", "NO_EXTRAS", "STATE_CLIP", "STATE_DIM",
-           "STATE_LOG_SCALES", "STATE_NAMES", "STATE_SCALES", "ActionExtras", "ActionSpace", "RewardConfig", "SimEnv",
+__all__ = ["BRANCH_NAMES", "COMMAND_KEYS", "CONTEXT_NAMES", "DEFAULT_ACCURACY_TABLE", "DVFO_STATE_DIM", "FEATURES",
+           "NO_EXTRAS", "STATE_CLIP", "STATE_DIM", "STATE_LOG_SCALES", "STATE_NAMES", "STATE_SCALES", "TARGETS",
+           "ActionExtras", "ActionSpace", "Conditions", "EdgeServer", "RewardConfig", "SimEnv",
            "accuracy_loss_at", "build_state", "cost", "feature_value", "frame_energy_j", "frame_interval_ms",
            "importance_summary", "observe", "penalty", "reward", "reward_array", "snap", "snap_index", "snap_indices",
            "soc_energy_j"]

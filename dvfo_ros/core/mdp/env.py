@@ -7,14 +7,17 @@ the reward (``reward``). ``gym_env.DvfoTwinEnv`` wraps this class as a registere
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
+import dataclasses
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dvfo_ros.core.mdp.actions import NO_EXTRAS, ActionExtras, ActionLike, ActionSpace
+from dvfo_ros.core.mdp.context import REMOTE_TARGETS, Conditions, check_target
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.features import build_state, importance_summary, observe
-from dvfo_ros.core.mdp.reward import DEFAULT_ACCURACY_TABLE, RewardConfig, cost, penalty, reward_array
+from dvfo_ros.core.mdp.reward import DEFAULT_ACCURACY_TABLE, RewardConfig, cost, penalty
+from dvfo_ros.core.mdp.tables import OracleTables, Priced
 
 if TYPE_CHECKING:
     from dvfo_ros.core.twin.workload import Workload
@@ -41,7 +44,7 @@ def _offloaded_mass(xi: Any, summary: Sequence[float]) -> Any:
     return np.interp(xi, [0.0, 0.25, 0.5, 0.75, 1.0], [0.0, *summary, 1.0])
 
 
-class SimEnv:
+class SimEnv(OracleTables):
     """The device twin as a gym-like env: one step = one camera frame.
 
     Frames arrive on a fixed camera clock (``fps``, ``arrival="camera"``), so which network conditions
@@ -68,7 +71,8 @@ class SimEnv:
                  cloud_gflops: float = 30000.0, bytes_per_channel_elem: Optional[float] = None,
                  concentration_range: Tuple[float, float] = (0.3, 3.0), input_size: int = 224,
                  num_classes: int = 1000, arrival: str = "camera",
-                 latency_slo_ms: Optional[float] = None) -> None:
+                 latency_slo_ms: Optional[float] = None,
+                 conditions: "Conditions | Dict[str, Any] | None" = None, variants: Sequence[str] = ()) -> None:
         from dvfo_ros.core.io.traces import NetworkTrace, TraceMix, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
@@ -76,7 +80,12 @@ class SimEnv:
         self.model = model
         self.workload = model_workload(model, split, int(input_size), int(num_classes))
         self._num_classes = int(num_classes)
-        self._partitions: Dict[int, "Workload"] = {}
+        self._partitions: Dict[Tuple[str, int], "Workload"] = {}
+        # model variants a policy may run instead (ActionExtras.model_variant): name -> accuracy loss against
+        # this model, from torchvision's published top-1 (twin.published_accuracy); a better one loses nothing
+        from dvfo_ros.core.twin import published_accuracy
+        own = published_accuracy(model) if variants else 0.0
+        self.variants: Dict[str, float] = {v: max(0.0, own - published_accuracy(v)) for v in variants}
         loaded = trace if isinstance(trace, (NetworkTrace, TraceMix)) else load_trace(str(trace))
         # a TraceMix draws a new trace every episode (training across network conditions)
         self.trace_mix: Optional[TraceMix] = loaded if isinstance(loaded, TraceMix) else None
@@ -106,13 +115,16 @@ class SimEnv:
         # offloadable units the importance is drawn over: channels of a CNN map, tokens of a ViT's
         self.channels = self.workload.units
         self._mean_mass = self._mean_offloaded_mass()
-        self._table_cache: Dict[Tuple[float, float], Tuple[np.ndarray, np.ndarray]] = {}
-        self._partition_cache: Dict[Tuple[float, float], Tuple[np.ndarray, np.ndarray]] = {}
+        self._table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray]] = {}
+        self._partition_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray]] = {}
+        self._target_cache: Dict[Tuple[float, ...], List[Tuple[ActionExtras, np.ndarray, Priced]]] = {}
         if reward_cfg is None:
             e_ref, t_ref = self.reference_cost()
             reward_cfg = RewardConfig(energy_ref_j=e_ref, latency_ref_ms=t_ref,
                                       latency_slo_ms=latency_slo_ms or 1000.0 / self.fps)
         self.reward_cfg = reward_cfg
+        # co-runners, edge-server users, accuracy requirement: drawn per episode (context.Conditions)
+        self.conditions = conditions if isinstance(conditions, Conditions) else Conditions.from_dict(conditions)
         self.reset(seed)
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -163,32 +175,21 @@ class SimEnv:
                                          cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
         return float(fc.energy_j), float(fc.total_ms)
 
-    def outcome_table(self, bandwidth_mbps: float, rtt_ms: float) -> Tuple[np.ndarray, np.ndarray]:
-        """(energy J, latency ms) of every joint action (``action_space.all_actions()`` order), cached."""
-        key = (round(float(bandwidth_mbps), 6), round(float(rtt_ms), 6))
-        if key not in self._table_cache:
-            if len(self._table_cache) > 4096:
-                self._table_cache.clear()
-            self._table_cache[key] = self._price(self.workload, self.action_space.all_actions(), None, key)
-        return self._table_cache[key]
+    @property
+    def corunner(self) -> Tuple[float, float]:
+        """The (CPU, GPU) share co-running processes hold this episode."""
+        return self.context["corunner_cpu_util"], self.context["corunner_gpu_util"]
 
-    def _price(self, work: "Workload", actions: np.ndarray, xi: Optional[float],
-               network: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
-        """Noise-free (energy J, latency ms) of each action on ``work`` under ``network`` (bandwidth, RTT);
-        ``xi`` None: each action's own offload ratio."""
-        s = self.action_space
-        energy = np.empty(len(actions))
-        latency = np.empty(len(actions))
-        for i, a in enumerate(actions):
-            fc = self._exact_twin.frame_cost(work, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]],
-                                             s.offload_ratios[a[3]] if xi is None else xi, network[0], network[1],
-                                             bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                             cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
-            energy[i], latency[i] = fc.energy_j, fc.total_ms
-        return energy, latency
+    @property
+    def episode_reward_cfg(self) -> RewardConfig:
+        """The reward this episode is scored with: ``reward_cfg`` at the episode's accuracy requirement."""
+        bound = self.context.get("accuracy_requirement")
+        if bound is None or bound == self.reward_cfg.accuracy_loss_bound:
+            return self.reward_cfg
+        return dataclasses.replace(self.reward_cfg, accuracy_loss_bound=bound)
 
     def _state(self) -> np.ndarray:
-        return build_state(self._obs, self.action_space)
+        return build_state({**self._obs, **self.context}, self.action_space, self.reward_cfg.accuracy_loss_bound)
 
     def _importance(self) -> Dict[str, float]:
         return dict(zip(("importance_low25", "importance_low50", "importance_low75"), self.importance))
@@ -207,6 +208,7 @@ class SimEnv:
         self.frames = 0
         self.twin.temperature_c = float(self.profile.thermal.get("ambient_c", 25.0))
         self.importance = _importance_summary(self._rng, self.channels, self._draw_concentration(self._rng))
+        self.context = self.conditions.draw(self._rng)
         bw, rtt = self.trace.at(self.t_s)
         top = self.action_space.to_command(self.action_space.max_action(0.0))
         clocks = (top["cpu_freq_hz"], top["gpu_freq_hz"], top["emc_freq_hz"])
@@ -217,19 +219,22 @@ class SimEnv:
             command=dict(top, offload_ratio=0.0), interval_ms=0.0, decision_ms=0.0)
         return self._state()
 
-    def workload_at(self, split: int) -> "Workload":
-        """The frame's work at a whole-layer partition point (``twin.partition_workload``); -1 = the
-        env's own split, where xi shares out the map's channels."""
-        if split < 0:
+    def workload_at(self, split: int, variant: str = "") -> "Workload":
+        """The frame's work at a whole-layer partition point (``twin.partition_workload``) of this model or a
+        ``variant``; -1 = the env's own split, where xi shares out the map's channels (S for a variant)."""
+        from dvfo_ros.core.twin import model_workload
+        name = variant or self.model
+        if split < 0 and not variant:
             return self.workload
-        if split not in self._partitions:
-            if split > len(self.workload.layers):
-                raise ValueError(f"split_index {split} out of range for {self.model}: "
-                                 f"0..{len(self.workload.layers)} (or -1)")
+        if (name, split) not in self._partitions:
+            stages = len(model_workload(name, None, self.workload.input_size, self._num_classes).layers)
+            split = stages if split < 0 else split
+            if split > stages:
+                raise ValueError(f"split_index {split} out of range for {name}: 0..{stages} (or -1)")
             from dvfo_ros.core.twin.workload import partition_workload
-            self._partitions[split] = partition_workload(self.model, split, self.workload.input_size,
-                                                         self._num_classes)
-        return self._partitions[split]
+            self._partitions[(name, split)] = partition_workload(name, split, self.workload.input_size,
+                                                                 self._num_classes)
+        return self._partitions[(name, split)]
 
     def step(self, action: ActionLike, decision_ms: float = 0.0, decision_on_path: bool = True,
              extras: ActionExtras = NO_EXTRAS) -> Tuple[np.ndarray, float, bool, Dict[str, Any]]:
@@ -239,17 +244,24 @@ class SimEnv:
         ``extras.split_index`` k >= 0 cuts the network at a whole-layer partition point instead (as the
         executor does): the device runs stages 0..k-1 and, when xi > 0, the WHOLE map at k goes to the
         server (xi counts as 1; k = 0 sends the image, k = S is local at any xi). The two sides run the
-        xi = 0 network, so the frame loses no accuracy to the split (the int8 map's loss is not modelled)."""
+        xi = 0 network, so the frame loses no accuracy to the split (the int8 map's loss is not modelled).
+
+        ``extras.target`` (``context.TARGETS``) says where: gpu / cpu run every stage on the board (xi and the
+        split ignored), edge / cloud send the map at ``split_index`` (-1: the image) whatever xi says."""
         a = self.action_space.validate(action)
         cmd = self.action_space.to_command(a)
-        split = int(extras.split_index)
-        work = self.workload_at(split)
+        variant = extras.model_variant if extras.model_variant != self.model else ""
+        if variant and variant not in self.variants:
+            raise ValueError(f"unknown model variant '{variant}'; this env has {', '.join(self.variants) or 'none'}")
+        target = check_target(extras.target) or ("gpu" if variant else "")   # a variant runs at a target
+        split, (bw, rtt), gflops = self._placement(target, int(extras.split_index), variant)
+        work = self.workload_at(split, variant)
         if split >= 0:
-            cmd = dict(cmd, offload_ratio=1.0 if cmd["offload_ratio"] > 0 and split < len(work.layers) else 0.0)
-        bw, rtt = self.trace.at(self.t_s)
+            remote = target in REMOTE_TARGETS or (not target and cmd["offload_ratio"] > 0)
+            cmd = dict(cmd, offload_ratio=1.0 if remote and split < len(work.layers) else 0.0)
         fc = self.twin.frame_cost(work, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
                                   cmd["offload_ratio"], bw, rtt, bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                  cloud_gflops=self.cloud_gflops)
+                                  cloud_gflops=gflops, on_cpu=target == "cpu", corunner=self.corunner)
         on_path_ms = max(float(decision_ms), 0.0) if decision_on_path else 0.0
         idle_w = self.twin.idle_power_w(cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"])
         latency_ms = fc.total_ms + on_path_ms
@@ -257,9 +269,10 @@ class SimEnv:
         interval_ms = float(frame_interval_ms(self.period_ms, latency_ms))
         energy_j = float(frame_energy_j(fc.energy_j, fc.total_ms, idle_w, interval_ms))
         soc_j = float(self.soc_energy_j(energy_j, interval_ms))
-        acc_loss = float(self.accuracy_loss(cmd["offload_ratio"])) if split < 0 else 0.0
-        c = float(cost(energy_j, latency_ms, self.reward_cfg))
-        pen = float(penalty(latency_ms, acc_loss, self.reward_cfg))
+        acc_loss = float(self.accuracy_loss(cmd["offload_ratio"])) if split < 0 else self.variants.get(variant, 0.0)
+        cfg = self.episode_reward_cfg
+        c = float(cost(energy_j, latency_ms, cfg))
+        pen = float(penalty(latency_ms, acc_loss, cfg))
         r = -c - pen
         avg_w = energy_j / (interval_ms / 1e3)
         self.twin.step_thermal(interval_ms / 1e3, avg_w)
@@ -275,39 +288,28 @@ class SimEnv:
         done = self.frames >= self.episode_frames
         info = {"energy_j": energy_j, "soc_energy_j": soc_j, "latency_ms": latency_ms,
                 "accuracy_loss": acc_loss,
-                "slo_violation": latency_ms > self.reward_cfg.latency_slo_ms, "cost": c, "penalty": pen,
+                "slo_violation": latency_ms > cfg.latency_slo_ms, "cost": c, "penalty": pen, "target": target,
+                "accuracy_violation": acc_loss > cfg.accuracy_loss_bound + 1e-12,
                 "command": cmd, "bandwidth_mbps": bw, "rtt_ms": rtt, "edge_ms": fc.edge_ms,
                 "transfer_ms": fc.transfer_ms, "bytes_sent": fc.bytes_sent, "power_w": fc.power_w,
                 "temperature_c": self.twin.temperature_c, "interval_ms": interval_ms,
                 "cpu_util": fc.cpu_util, "gpu_util": fc.gpu_util, "emc_util": fc.emc_util,
-                "split_index": split if split >= 0 else int(self.workload.split)}
+                "split_index": split if split >= 0 else int(self.workload.split), "model_variant": variant}
         return self._state(), r, done, info
 
-    def rewards_of_all_actions(self) -> np.ndarray:
-        """Reward every joint action would earn on the coming frame (noise-free): the oracle's view."""
-        bw, rtt = self.network_now()
-        energy, latency = self.outcome_table(bw, rtt)
-        xis = np.asarray(self.action_space.offload_ratios)[self.action_space.all_actions()[:, 3]]
-        return reward_array(energy, latency, self.accuracy_loss(xis), self.reward_cfg)
-
-    def partition_actions(self) -> np.ndarray:
-        """The clock levels a whole-layer cut can run at: every joint action with xi at its top level."""
-        acts = self.action_space.all_actions()
-        return acts[acts[:, 3] == self.action_space.branches[3] - 1]
-
-    def partition_rewards(self) -> np.ndarray:
-        """Reward of every (cut k, clock levels) on the coming frame, noise-free: shape [S, len(partition_actions)]
-        for k = 0..S-1, the whole map at k to the server (k = S, all local, is the main table's xi = 0 part)."""
-        bw, rtt = self.network_now()
-        key = (round(float(bw), 6), round(float(rtt), 6))
-        if key not in self._partition_cache:
-            if len(self._partition_cache) > 1024:
-                self._partition_cache.clear()
-            acts = self.partition_actions()
-            priced = [self._price(self.workload_at(k), acts, 1.0, key) for k in range(len(self.workload.layers))]
-            self._partition_cache[key] = (np.stack([e for e, _ in priced]), np.stack([t for _, t in priced]))
-        energy, latency = self._partition_cache[key]
-        return reward_array(energy, latency, np.zeros_like(energy), self.reward_cfg)
+    def _placement(self, target: str, split: int, variant: str = "") -> Tuple[int, Tuple[float, float], float]:
+        """(split, (bandwidth, RTT), server GFLOPS) a frame for ``target`` runs at: local targets run every
+        stage, remote ones cut at ``split`` (-1: the image goes up) over the trace or the shared LAN."""
+        network, gflops = self.trace.at(self.t_s), self.cloud_gflops
+        if target in ("gpu", "cpu"):
+            split = len(self.workload_at(-1, variant).layers) if variant else len(self.workload.layers)
+        elif target in REMOTE_TARGETS:
+            split = max(split, 0)
+            server = self.conditions.edge_server
+            if target == "edge" and server is not None:
+                mbps, rtt, gflops = server.share(int(self.context["edge_server_users"]))
+                network = (mbps, rtt)
+        return split, network, gflops
 
     def clone(self) -> "SimEnv":
         """An independent copy (same frame, same RNG state) for look-ahead search."""

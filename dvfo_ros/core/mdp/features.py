@@ -44,12 +44,24 @@ FEATURES: Dict[str, str] = {
     "time_since_action_ms": "how long the last action was in force: the last frame's interval, max(camera period, "
                             "its latency) (frame_interval_ms)",
     "decision_ms": "time the policy took to choose the last action",
+    # the context of the seed systems (AutoScale's interference, E2E-RL's users and accuracy requirement);
+    # DVFO's network reads only the features above (DVFO_STATE_DIM)
+    "corunner_cpu_util": "share of the CPU other processes held during the last frame (twin: the episode's co-runner "
+                         "load; robot: 0, not measured yet)",
+    "corunner_gpu_util": "share of the GPU other processes held during the last frame (same sources)",
+    "edge_server_users": "other robots sharing the LAN edge server (twin: the episode's draw; robot: 0, not "
+                         "reported yet)",
+    "accuracy_requirement": "the accuracy-loss bound the frame must meet (the reward's accuracy_loss_bound, or the "
+                            "episode's draw in the twin)",
 }
 STATE_NAMES: List[str] = list(FEATURES)
+CONTEXT_NAMES: List[str] = ["corunner_cpu_util", "corunner_gpu_util", "edge_server_users", "accuracy_requirement"]
+DVFO_STATE_DIM = STATE_NAMES.index(CONTEXT_NAMES[0])   # the features DVFO's paper observes come first
 STATE_LOG_SCALES: Dict[str, float] = {"bandwidth_mbps": 100.0, "rtt_ms": 1000.0}
 STATE_SCALES: Dict[str, float] = {
     "temperature_c": 100.0,
     "last_latency_ms": 100.0, "last_energy_j": 0.5, "time_since_action_ms": 100.0, "decision_ms": 100.0,
+    "edge_server_users": 10.0, "accuracy_requirement": 0.01,
 }
 STATE_DIM = len(STATE_NAMES)
 STATE_CLIP = 10.0
@@ -87,14 +99,20 @@ def observe(*, bandwidth_mbps: float, rtt_ms: float, clocks_hz: Sequence[float],
     return obs
 
 
-def build_state(obs: Mapping[str, Any], action_space: Optional[ActionSpace] = None) -> np.ndarray:
+def build_state(obs: Mapping[str, Any], action_space: Optional[ActionSpace] = None,
+                accuracy_requirement: Optional[float] = None) -> np.ndarray:
     """Named features -> float32 vector in STATE_NAMES order (missing names read as 0).
+
+    ``accuracy_requirement``: the bound in force (the reward's ``accuracy_loss_bound``) when ``obs`` does
+    not carry one: the twin and the policy runtime both pass their reward's.
 
     With ``action_space``, ``*_level`` features missing from ``obs`` come from ``cpu_freq_hz`` /
     ``prev_cpu_freq_hz``-style entries (what ``observe``, the executor and the governor report),
     snapped to levels with the action space's rule.
     """
     feats = dict(obs)
+    if accuracy_requirement is not None:
+        feats.setdefault("accuracy_requirement", float(accuracy_requirement))
     if action_space is not None:
         for d in BRANCH_NAMES[:3]:
             for prefix in ("", "prev_"):

@@ -28,8 +28,9 @@ POLICIES: Dict[str, Type["Policy"]] = {}
 _MODULES = {
     "dvfo": "dvfo", "dvfo_sequential": "dvfo", "oracle": "oracle",
     "static": "baselines", "edge_only": "baselines", "cloud_only": "baselines", "max_freq": "baselines",
+    "cpu_only": "baselines", "image_upload": "baselines",
     "ondemand": "baselines", "dvfs_only": "baselines", "offload_only": "baselines",
-    "autoscale": "autoscale", "neurosurgeon": "neurosurgeon",
+    "autoscale": "autoscale", "neurosurgeon": "neurosurgeon", "e2e_rl": "e2e_rl",
 }
 
 
@@ -62,6 +63,11 @@ class Policy(abc.ABC):
     serves_model: bool = False
     # the ActionExtras fields ``decide`` may set (split_index, exit_point, model_variant, target)
     extras: Tuple[str, ...] = ()
+    # True: built with the latency SLO and E_ref of the reward in force (qos_ms=, energy_ref_j=, see
+    # twin_options), because it learns from a reward of its own (autoscale)
+    reads_reward: bool = False
+    # True: built with the served model and the variants it may run instead (model=, variants=): e2e_rl
+    uses_variants: bool = False
     not_live: str = ""      # why it cannot act on a robot ('' = it can, unless needs_env); see why_not_live
     # False: ``act`` never reads the importance_* features, so the executor may skip the attention on
     # frames that offload nothing (its importance=auto); test/test_importance_auto.py checks the claim
@@ -202,19 +208,34 @@ def live_policy_names() -> List[str]:
     return sorted(names, key=lambda n: (n != "static", n))
 
 
-def twin_options(name: str, env: Any, partitions: bool = False) -> Dict[str, Any]:
+def twin_options(name: str, env: Any, partitions: bool = False, targets: bool = False) -> Dict[str, Any]:
     """The options ``make_policy(name, ...)`` needs beside a twin env: the env itself for a policy that
     reads the twin (``needs_env``: the oracle; with ``partitions`` its search covers whole-layer cuts
-    too), the env's device and model for one that predicts the served model's cost (``serves_model``:
-    neurosurgeon); none for the rest."""
+    too, with ``targets`` the CPU and the LAN edge server as well), the env's device and model for one
+    that predicts the served model's cost (``serves_model``: neurosurgeon), the reward's SLO and E_ref for
+    one that learns its own reward (``reads_reward``: autoscale, e2e_rl), the served model and its variants
+    for one that picks among them (``uses_variants``: e2e_rl); none for the rest."""
     _ensure_registered(name)
     cls = POLICIES.get(name)
     if cls is not None and cls.needs_env:
-        return {"env": env, **({"partitions": True} if partitions and "split_index" in cls.extras else {})}
+        return {"env": env, **({"partitions": True} if partitions and "split_index" in cls.extras else {}),
+                **({"targets": True} if targets and "target" in cls.extras else {})}
     if cls is not None and cls.serves_model:
         return {"profile": env.profile, "model": env.model, "input_size": int(env.workload.input_size),
                 "cloud_gflops": float(env.cloud_gflops)}
-    return {}
+    out: Dict[str, Any] = {}
+    if cls is not None and cls.reads_reward:
+        out.update(reward_options(env.reward_cfg))
+    if cls is not None and cls.uses_variants:
+        out.update(model=env.model, variants=list(env.variants))
+    return out
+
+
+def reward_options(cfg: Any) -> Dict[str, float]:
+    """What a ``reads_reward`` policy is built with, from a RewardConfig (the twin's or the node's)."""
+    return {"qos_ms": float(cfg.latency_slo_ms), "energy_ref_j": float(cfg.energy_ref_j),
+            "latency_ref_ms": float(cfg.latency_ref_ms), "slo_penalty": float(cfg.slo_penalty),
+            "accuracy_penalty": float(cfg.accuracy_penalty)}
 
 
 def make_policy(name: str, action_space: ActionSpace, checkpoint: Optional[str] = None, **kw: Any) -> Policy:
@@ -255,6 +276,7 @@ class RolloutLog:
     latency_ms: List[float] = field(default_factory=list)
     accuracy_loss: List[float] = field(default_factory=list)
     slo_violation: List[bool] = field(default_factory=list)
+    accuracy_violation: List[bool] = field(default_factory=list)   # loss over the requirement in force
     decision_ms: List[float] = field(default_factory=list)
     costs: List[float] = field(default_factory=list)
     actions: List[List[int]] = field(default_factory=list)
@@ -272,6 +294,7 @@ class RolloutLog:
                 "reward_mean": float(np.mean(self.rewards)) if self.rewards else 0.0,
                 "cost_mean": float(np.mean(self.costs)) if self.costs else 0.0,
                 "slo_violations": int(np.sum(self.slo_violation)),
+                "accuracy_violations": int(np.sum(self.accuracy_violation)),
                 "decision_ms_p50": float(np.percentile(dec, 50)), "decision_ms_p99": float(np.percentile(dec, 99))}
 
 
@@ -326,6 +349,7 @@ def rollout(env: Any, policy: Policy, frames: int, learn: bool = False, pacing: 
         log.latency_ms.append(float(info["latency_ms"]))
         log.accuracy_loss.append(float(info["accuracy_loss"]))
         log.slo_violation.append(bool(info["slo_violation"]))
+        log.accuracy_violation.append(bool(info.get("accuracy_violation", False)))
         log.decision_ms.append(decision_ms)
         log.costs.append(float(info["cost"]))
         log.actions.append([int(v) for v in action])

@@ -2,6 +2,9 @@
 
 - ``static``: a fixed command (``command={"cpu_freq_hz": ..., "offload_ratio": ...}``).
 - ``edge_only`` / ``cloud_only``: max clocks, xi = 0 / xi = 1.
+- ``cpu_only``: the whole network on the board's CPU at its top clock (the GPU at its lowest): AutoScale's
+  "mobile CPU" baseline. ``image_upload``: the image to the cloud, which runs the whole network (target cloud,
+  split 0): its "cloud offloading" baseline.
 - ``max_freq``: jetson_clocks (every clock at its top level) with a fixed xi (default 0.5).
 - ``ondemand``: the Linux ondemand rule on each clock domain, xi fixed (default 0: a stock device).
 - ``dvfs_only``: DVFO's agent with the xi branch pinned to 0 (clocks learnt, no offload).
@@ -9,13 +12,13 @@
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.dvfo import DvfoAgent
-from dvfo_ros.core.mdp import ActionSpace, feature_value
+from dvfo_ros.core.mdp import ActionExtras, ActionSpace, feature_value
 
 
 @register("static")
@@ -71,6 +74,43 @@ class CloudOnlyPolicy(_FixedMax):
 
     def __init__(self, action_space: ActionSpace) -> None:
         super().__init__(action_space, 1.0)
+
+
+class _FixedTarget(Policy):
+    """One target, always (``mdp.TARGETS``), at fixed clock levels."""
+
+    reads_importance = False
+    extras = ("split_index", "target")
+    placement = ActionExtras()
+
+    def __init__(self, action_space: ActionSpace, levels: Optional[np.ndarray] = None) -> None:
+        super().__init__(action_space)
+        b = action_space.branches
+        self._action = np.array([b[0] - 1, 0, b[2] - 1, 0]) if levels is None else levels
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        return self._action.copy()
+
+    def decide(self, state: np.ndarray) -> Tuple[np.ndarray, ActionExtras]:
+        return self._action.copy(), self.placement
+
+
+@register("cpu_only")
+class CpuOnlyPolicy(_FixedTarget):
+    """Every stage on the board's CPU at its top clock, memory at its top, the GPU idling at its lowest."""
+
+    placement = ActionExtras(target="cpu")
+
+
+@register("image_upload")
+class ImageUploadPolicy(_FixedTarget):
+    """The image to the cloud, which runs the whole network; the board waits at its top CPU clock (the upload)
+    and its lowest GPU and memory clocks."""
+
+    placement = ActionExtras(split_index=0, target="cloud")
+
+    def __init__(self, action_space: ActionSpace) -> None:
+        super().__init__(action_space, np.array([action_space.branches[0] - 1, 0, 0, 0]))
 
 
 @register("max_freq")

@@ -25,6 +25,9 @@ Concurrency (DVFO, after Xiao et al., "Thinking While Moving", ICLR 2020): actin
 never wait for each other. ``act`` uses a NumPy copy of the network published by the learner;
 ``observe`` only appends to the shared replay buffer; a learner thread trains while frames run. The
 state carries the previous action, the time since it was chosen and the action-selection latency.
+The network reads the state's first ``mdp.DVFO_STATE_DIM`` features, the ones DVFO's paper observes;
+the context features after them (co-runner load, edge-server users, accuracy requirement) are for the
+seed systems that observe them.
 ``concurrent=False`` (``dvfo_sequential``, the ablation) learns inline in ``observe``, on the
 frame's critical path, ``updates_per_step`` updates a frame.
 
@@ -83,7 +86,7 @@ from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.exploration import MODES, explore
 from dvfo_ros.core.policies.learner import LearnerThread
 from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer, adam, mask_network
-from dvfo_ros.core.mdp import BRANCH_NAMES, STATE_DIM, ActionSpace
+from dvfo_ros.core.mdp import BRANCH_NAMES, DVFO_STATE_DIM, STATE_DIM, ActionSpace
 
 XI = BRANCH_NAMES.index("xi")
 @register("dvfo")
@@ -135,10 +138,10 @@ class DvfoAgent(LearnerThread, Policy):
         self._learned = [d for d in range(4) if d not in self._fixed]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.q = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
-        self.q_target = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+            self.q = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+        self.q_target = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
         self.q_target.load_state_dict(self.q.state_dict())
-        self.q_avg = PairwiseQNet(STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+        self.q_avg = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
         self.q_avg.load_state_dict(self.q.state_dict())
         self.opt = adam(self.q.parameters(), lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
@@ -206,7 +209,7 @@ class DvfoAgent(LearnerThread, Policy):
 
     def _tables(self, state: np.ndarray) -> np.ndarray:
         w1, b1, w2, b2, wo, bo = self._actor
-        h = np.maximum(state @ w1 + b1, 0.0)
+        h = np.maximum(state[..., :self.q.state_dim] @ w1 + b1, 0.0)
         zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.q.heads, self.q.size)
         out: Optional[np.ndarray] = None
         for z in zs:

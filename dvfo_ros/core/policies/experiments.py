@@ -19,8 +19,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dvfo_ros.core.policies.setup import AgentOptions, TwinSetup  # noqa: F401 - re-exported for callers
+
 # Policies that learn (trained in the twin, saved as checkpoints).
-LEARNT = ("dvfo", "dvfo_sequential", "dvfs_only", "offload_only", "autoscale")
+LEARNT = ("dvfo", "dvfo_sequential", "dvfs_only", "offload_only", "autoscale", "e2e_rl")
 # Policies that never choose clocks themselves (fixed clocks, or clocks left to the stock governor).
 NO_CLOCK_TUNING = ("edge_only", "cloud_only", "max_freq", "ondemand", "offload_only", "static")
 
@@ -42,70 +44,6 @@ class _NoBar:
 def open_bar(progress: Optional[Progress], desc: str, total: Optional[int], unit: str) -> Any:
     """A bar from ``progress`` (see the module docstring), or one that shows nothing."""
     return progress(desc, total, unit) if progress is not None else _NoBar()
-
-
-def _from_options(cls: Any, options: Any) -> Any:
-    """An options dataclass from any object with those attributes (an argparse Namespace)."""
-    return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(cls) if hasattr(options, f.name)})
-
-
-@dataclass
-class TwinSetup:
-    """What the twin simulates and how frames are scored: one device / model / network trace / seed."""
-
-    device: str = "xavier_nx"            # twin profile name (nano, tx2, xavier_nx, orin_nx) or YAML path
-    model: str = "resnet18"              # zoo model
-    trace: Any = "dvfo"                  # network trace: dvfo | lte | mix | CSV path, or a NetworkTrace object
-    seed: int = 0                        # seed of the env and of the agent
-    fps: float = 30.0                    # camera frame rate; the default SLO is one frame period
-    arrival: str = "camera"              # camera (frames at fps) | back_to_back (needs latency_slo_ms)
-    episode_frames: int = 300
-    eta: float = 0.5                     # reward weight of energy (1 - eta weighs latency)
-    latency_slo_ms: Optional[float] = None   # default 1000 / fps (camera); back_to_back: required
-    accuracy_bound: float = 0.01         # tolerated accuracy loss (fraction)
-    slo_penalty: float = 1.0
-    accuracy_penalty: float = 1.0
-    noise: float = 0.0                   # relative latency/power noise of the twin
-    input_size: int = 224                # the network's input side (px): what the twin's workload counts
-    num_classes: int = 1000
-
-    @classmethod
-    def from_options(cls, options: Any) -> "TwinSetup":
-        return _from_options(cls, options)
-
-    def make_env(self, seed: Optional[int] = None) -> Any:
-        """The twin env at ``seed`` (default: this setup's), its reward referenced to the device's own
-        edge-only cost at max clocks (E_ref, T_ref)."""
-        from dvfo_ros.core.mdp import RewardConfig, SimEnv
-        env = SimEnv(self.device, self.model, self.trace, seed=self.seed if seed is None else seed, fps=self.fps,
-                     episode_frames=self.episode_frames, noise=self.noise, input_size=self.input_size,
-                     num_classes=self.num_classes, arrival=self.arrival, latency_slo_ms=self.latency_slo_ms)
-        e_ref, t_ref = env.reference_cost()
-        env.reward_cfg = RewardConfig(eta=self.eta, latency_slo_ms=self.latency_slo_ms or 1000.0 / self.fps,
-                                      accuracy_loss_bound=self.accuracy_bound, energy_ref_j=e_ref,
-                                      latency_ref_ms=t_ref, slo_penalty=self.slo_penalty,
-                                      accuracy_penalty=self.accuracy_penalty)
-        return env
-
-
-@dataclass
-class AgentOptions:
-    """Hyperparameters of the learnt policies (dvfo-train's flags of the same names)."""
-
-    gamma: float = 0.0                   # 0: a frame's cost depends on its own action only (in the twin)
-    lr: float = 1e-3
-    batch_size: int = 128
-    exploration_steps: int = 4000
-    learning_starts: int = 500
-    hidden: int = 128
-    replay_ratio: float = 4.0
-
-    @classmethod
-    def from_options(cls, options: Any) -> "AgentOptions":
-        return _from_options(cls, options)
-
-    def policy_kwargs(self, seed: int) -> Dict[str, Any]:
-        return dict(seed=seed, **dataclasses.asdict(self))
 
 
 def steps_to_fraction(curve: Sequence[float], window: int, fraction: float = 0.95,
@@ -137,9 +75,10 @@ def train_policy(setup: TwinSetup, name: str, steps: int, agent: Optional[AgentO
 
     ``time_scale`` 0 (default): simulated pacing (``rollout``'s "sim": CPU-bound, the same run twice
     for a seed); > 0: real pacing, each frame takes ``interval * time_scale`` of wall time."""
-    from dvfo_ros.core.policies import make_policy, rollout
+    from dvfo_ros.core.policies import make_policy, rollout, twin_options
     env = setup.make_env()
-    policy = make_policy(name, env.action_space, **(agent or AgentOptions()).policy_kwargs(setup.seed))
+    policy = make_policy(name, env.action_space, **(agent or AgentOptions()).policy_kwargs(setup.seed),
+                         **twin_options(name, env))
     bar = open_bar(progress, f"train {name}", steps, "frame")
     greedy_steps: List[int] = []
     greedy_rewards: List[float] = []
@@ -285,7 +224,9 @@ def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[st
     """
     from dvfo_ros.core.mdp import RewardConfig
     from dvfo_ros.core.policies import POLICIES, load_checkpoint, make_policy, rollout, twin_options
-    cuts = any("split_index" in POLICIES[n].extras for n in names if n != "oracle" and n in POLICIES)
+    rivals = [POLICIES[n] for n in names if n != "oracle" and n in POLICIES]
+    cuts = any("split_index" in cls.extras for cls in rivals)
+    places = any("target" in cls.extras for cls in rivals)
     default_cfg = setup.make_env().reward_cfg        # also: a bad profile or trace fails before anything runs
     for trace in traces:
         dataclasses.replace(setup, trace=trace).make_env()
@@ -318,7 +259,8 @@ def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[st
             if name in learnt:
                 policy, source = learnt[name]
             else:
-                kw: Dict[str, Any] = twin_options(name, env, partitions=cuts)   # cuts: the oracle searches them too
+                # the oracle searches the rivals' cuts and targets too
+                kw: Dict[str, Any] = twin_options(name, env, partitions=cuts, targets=places)
                 if name == "static" and static:
                     kw["command"] = dict(static)
                 policy = make_policy(name, env.action_space, **kw)
@@ -331,6 +273,7 @@ def run_bench_traces(setup: TwinSetup, names: Sequence[str], traces: Sequence[st
                              "latency_ms_mean": s["latency_ms_mean"], "latency_ms_p95": s["latency_ms_p95"],
                              "accuracy": None, "accuracy_loss": s["accuracy_loss"], "reward_mean": s["reward_mean"],
                              "cost_mean": s["cost_mean"], "slo_violations": s["slo_violations"],
+                             "accuracy_violations": s["accuracy_violations"], "frames": s["frames"],
                              "decision_ms_p50": s["decision_ms_p50"], "decision_ms_p99": s["decision_ms_p99"],
                              "source": source}
         out[trace] = results
@@ -396,4 +339,19 @@ def ratios(results: Dict[str, Dict[str, Any]], policy: str = "dvfo") -> List[str
         out.append(line)
     if t:
         out.append(f"{policy} decision p99: {t['decision_ms_p99']:.3f} ms")
+    auto = results.get("autoscale")
+    vs = [(n, results[n]) for n in ("cpu_only", "image_upload") if n in results]
+    if auto and vs and auto["energy_j_per_frame"] > 0:       # AutoScale's headline: energy efficiency
+        gains = ", ".join(f"{r['energy_j_per_frame'] / auto['energy_j_per_frame']:.2f}x vs {n}" for n, r in vs)
+        out.append(f"autoscale energy efficiency (frames per J): {gains} (its paper: 9.8x vs the mobile CPU, "
+                   f"1.6x vs cloud offloading)")
+    up = results.get("image_upload") or {}
+    for name, r in ((n, results[n]) for n in ("neurosurgeon", "e2e_rl") if n in results and up):
+        frames = max(int(r.get("frames", 0)), 1)
+        out.append(f"{name} vs image_upload (the status quo of sending the input): latency "
+                   f"{up['latency_ms_mean'] / max(r['latency_ms_mean'], 1e-9):.2f}x faster, mobile energy "
+                   f"{_less(_saving(r, up, 'energy_j_per_frame'))}; accuracy requirement missed on "
+                   f"{r.get('accuracy_violations', 0)} of {frames} frames"
+                   + (" (its paper: 3.1x, -59.5 %)" if name == "neurosurgeon" else " (its paper: -35 % response "
+                      "time against prior work at < 0.9 % accuracy loss)"))
     return out

@@ -52,7 +52,7 @@ _SOURCE_GLOBS = ("mdp/*.py", "twin/*.py", "twin/profiles/*.yaml", "io/traces.py"
                  "inference/vit.py",
                  "policies/base.py", "policies/dvfo.py", "policies/qtables.py", "policies/exploration.py",
                  "policies/learner.py", "policies/baselines.py",
-                 "policies/autoscale.py", "policies/experiments.py")
+                 "policies/autoscale.py", "policies/experiments.py", "policies/setup.py")
 _CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_TRACE_HOLD_S = 1.0            # the training trace redraws its bandwidth every second at the least
 TRAIN_TRACE_FRAMES = 25             # ... and holds it for this many frames at the edge's max-clock pace

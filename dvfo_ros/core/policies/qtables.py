@@ -66,6 +66,7 @@ class PairwiseQNet(nn.Module):
                  heads: int = 1, local_blind: bool = False) -> None:
         super().__init__()
         self.local_blind = bool(local_blind)
+        self.state_dim = int(state_dim)     # reads the state's first state_dim features (DVFO's own)
         self.branches = [int(n) for n in branches]
         self.layout = _layout(self.branches, head)
         self.heads = int(heads)
@@ -84,7 +85,7 @@ class PairwiseQNet(nn.Module):
 
     def _tables(self, s: torch.Tensor) -> torch.Tensor:
         b = s.shape[0]
-        z = self.out(self.trunk(s)).view(b * self.heads, self.size)
+        z = self.out(self.trunk(s[:, :self.state_dim])).view(b * self.heads, self.size)
         q = z[:, :1].view(b * self.heads, *([1] * len(self.branches)))
         for _, lo, hi, shape in self.layout:
             q = q + z[:, lo:hi].view(b * self.heads, *shape)
@@ -103,7 +104,7 @@ class PairwiseQNet(nn.Module):
         b = s.shape[0]
         if self.local_blind:                                    # local actions read the masked state
             s = torch.where((a[:, -1] == 0).unsqueeze(1), mask_network(s), s)
-        z = self.out(self.trunk(s)).view(b, self.heads, self.size)
+        z = self.out(self.trunk(s[:, :self.state_dim])).view(b, self.heads, self.size)
         idx = a @ self.strides + self.offsets                  # [batch, tables]: each table's flat index
         return z[:, :, 0] + z.gather(2, idx.unsqueeze(1).expand(b, self.heads, idx.shape[1])).sum(2)
 

@@ -37,7 +37,7 @@ class Step:
 class PolicyRuntime:
     def __init__(self, mode: str, profile: str, checkpoint: str = "", static: Optional[Dict[str, float]] = None,
                  reward: Optional[Dict[str, float]] = None, learning: bool = False, model: str = "resnet18",
-                 input_size: int = 224, objective: str = "latency") -> None:
+                 input_size: int = 224, objective: str = "latency", variants: Optional[List[str]] = None) -> None:
         from dvfo_ros.core import mdp
         from dvfo_ros.core.twin import load_profile
         self.env = mdp
@@ -63,11 +63,16 @@ class PolicyRuntime:
                 self.set_reward({k: v for k, v in trained.items()
                                  if isinstance(v, (int, float)) and k not in (reward or {})})
             else:
-                from dvfo_ros.core.policies import POLICIES
-                # a policy that predicts the served model's cost is built for this board and model
+                from dvfo_ros.core.policies import POLICIES, reward_options
+                # a policy that predicts the served model's cost is built for this board and model; one that
+                # learns a reward of its own, with this reward's SLO and E_ref
+                cls = POLICIES.get(mode)
                 served: Dict[str, Any] = {"profile": self.board, "model": model, "input_size": int(input_size),
-                                          "objective": objective} \
-                    if getattr(POLICIES.get(mode), "serves_model", False) else {}
+                                          "objective": objective} if getattr(cls, "serves_model", False) else {}
+                if getattr(cls, "reads_reward", False):
+                    served.update(reward_options(self.reward_cfg))
+                if getattr(cls, "uses_variants", False):
+                    served.update(model=model, variants=list(variants or []))
                 self.policy = make_policy(mode, self.space, **served)
             self.policy.train(learning)   # a deployed policy exploits unless told to keep learning
         self._prev: Optional[tuple] = None   # (state, action, command)
@@ -110,7 +115,7 @@ class PolicyRuntime:
         """The command (and the seed fields, mdp.ActionExtras) to send before any frame was observed."""
         if self.policy is None:
             return self.static_command(), self.env.NO_EXTRAS
-        levels, extras = self.policy.decide(self.env.build_state({}, self.space))
+        levels, extras = self.policy.decide(self._state({}))
         return self.space.to_command(levels), extras
 
     def on_device_state(self, temperature_c: float) -> None:
@@ -119,8 +124,12 @@ class PolicyRuntime:
     def on_result(self, energy_j: float, latency_ms: float, fallback: bool) -> None:
         self._last_result = (float(energy_j), float(latency_ms), bool(fallback))
 
+    def _state(self, features: Dict[str, float]) -> np.ndarray:
+        """The state vector, with the accuracy requirement in force (the reward's bound) unless reported."""
+        return self.env.build_state(features, self.space, self.reward_cfg.accuracy_loss_bound)
+
     def step(self, features: Dict[str, float]) -> Step:
-        state = self.env.build_state(features, self.space)
+        state = self._state(features)
         t0 = time.perf_counter()
         extras = self.env.NO_EXTRAS
         if self.policy is None:

@@ -64,7 +64,8 @@ def bytes_per_value_at(offload_ratio: float) -> float:
 
 
 _SCALARS = ("static_w", "gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency",
-            "cpu_pre_cycles", "cpu_post_cycles", "cpu_fuse_cycles", "cpu_cycles_per_kernel")
+            "cpu_macs_per_cycle", "cpu_efficiency", "cpu_pre_cycles", "cpu_post_cycles", "cpu_fuse_cycles",
+            "cpu_cycles_per_kernel")
 
 
 class ProfileError(ValueError, DvfoError):
@@ -88,6 +89,8 @@ class DeviceProfile:
     - ``static_w``: board power that no clock changes (regulators, carrier, DRAM refresh)
     - ``gpu_macs_per_cycle``, ``gpu_efficiency``: GPU peak MAC/cycle and achieved fraction
     - ``emc_bytes_per_cycle``, ``emc_efficiency``: DRAM bytes per EMC clock and achieved fraction
+    - ``cpu_macs_per_cycle``, ``cpu_efficiency``: FP32 MACs per CPU clock over all cores (NEON) and the
+      achieved fraction, for a network run on the CPU alone (the local-CPU target)
     - ``cpu_pre_cycles``, ``cpu_post_cycles``, ``cpu_fuse_cycles``, ``cpu_cycles_per_kernel``
     - ``thermal``: ``{r_c_per_w, c_j_per_c, ambient_c}`` first-order RC model of the module
     - ``rails``: INA3221 rail name -> list of domains it carries (``static`` = the static share,
@@ -109,6 +112,8 @@ class DeviceProfile:
     gpu_efficiency: float = 0.4
     emc_bytes_per_cycle: float = 16.0
     emc_efficiency: float = 0.6
+    cpu_macs_per_cycle: float = 32.0
+    cpu_efficiency: float = 0.25
     cpu_pre_cycles: float = 2.0e6
     cpu_post_cycles: float = 0.5e6
     cpu_fuse_cycles: float = 0.3e6
@@ -147,7 +152,8 @@ class DeviceProfile:
                                    f"{len(table)} levels")
             if isinstance(v, dict) and not {"v_min", "v_max"} <= set(v):
                 raise ProfileError(f"profile {self.name}: voltage_v.{d} needs v_min and v_max")
-        for key in ("gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency"):
+        for key in ("gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency",
+                    "cpu_macs_per_cycle", "cpu_efficiency"):
             if not getattr(self, key) > 0:
                 raise ProfileError(f"profile {self.name}: {key} must be > 0")
 
@@ -278,12 +284,18 @@ class DeviceTwin:
 
     # ---- latency -----------------------------------------------------------------------------
     def stage_times_s(self, layer: Dict, cpu_hz: float, gpu_hz: float, emc_hz: float,
-                      fraction: float = 1.0) -> Dict[str, float]:
-        """Roofline of one stage: compute, memory and launch times (s) and the stage time."""
+                      fraction: float = 1.0, on_cpu: bool = False,
+                      shares: Tuple[float, float] = (1.0, 1.0)) -> Dict[str, float]:
+        """Roofline of one stage: compute, memory and launch times (s) and the stage time. ``on_cpu``: the
+        stage's MACs run on the CPU cores (no GPU, no kernel launches). ``shares``: the (CPU, GPU) share
+        this frame gets while co-runners hold the rest (processor sharing: its compute stretches by 1/share)."""
         p = self.profile
-        t_gpu = fraction * layer["flops"] / (gpu_hz * p.gpu_macs_per_cycle * p.gpu_efficiency)
         t_mem = fraction * layer["bytes"] / (emc_hz * p.emc_bytes_per_cycle * p.emc_efficiency)
-        t_cpu = layer.get("kernels", 1) * p.cpu_cycles_per_kernel / cpu_hz if fraction > 0 else 0.0
+        if on_cpu:
+            t_cpu = fraction * layer["flops"] / (cpu_hz * p.cpu_macs_per_cycle * p.cpu_efficiency) / shares[0]
+            return {"gpu": 0.0, "mem": t_mem, "cpu": t_cpu, "t": max(t_cpu, t_mem)}
+        t_gpu = fraction * layer["flops"] / (gpu_hz * p.gpu_macs_per_cycle * p.gpu_efficiency) / shares[1]
+        t_cpu = layer.get("kernels", 1) * p.cpu_cycles_per_kernel / cpu_hz / shares[0] if fraction > 0 else 0.0
         return {"gpu": t_gpu, "mem": t_mem, "cpu": t_cpu, "t": max(t_gpu, t_mem, t_cpu)}
 
     def measure_stage(self, layer: Dict, cpu_hz: float, gpu_hz: float, emc_hz: float) -> Tuple[float, float]:
@@ -299,14 +311,20 @@ class DeviceTwin:
     def frame_cost(self, workload: Workload, cpu_hz: float, gpu_hz: float, emc_hz: float,
                    offload_ratio: float, bandwidth_mbps: float, rtt_ms: float, *,
                    bytes_per_channel_elem: Optional[float] = None, edge_tail_fraction: Optional[float] = None,
-                   cloud_gflops: float = 30000.0, frame_period_ms: Optional[float] = None) -> FrameCost:
+                   cloud_gflops: float = 30000.0, frame_period_ms: Optional[float] = None,
+                   on_cpu: bool = False, corunner: Tuple[float, float] = (0.0, 0.0)) -> FrameCost:
         """Latency/energy of one frame: head on the edge, share ``offload_ratio`` (xi) of the
         split's channels to the cloud, the rest of the tail on the edge, in parallel.
 
         ``bytes_per_channel_elem`` None: the measured codec ratio at this xi (``bytes_per_value_at``).
         ``frame_period_ms``: camera period; the energy then covers the whole period (idle power at
-        these clocks after the frame finishes), see the module docstring. None: busy energy only."""
+        these clocks after the frame finishes), see the module docstring. None: busy energy only.
+        ``on_cpu``: the edge's stages run on the CPU cores (the local-CPU target; the GPU idles at its clock).
+        ``corunner``: the (CPU, GPU) share other processes hold (interference): this frame's compute there
+        stretches by 1 / (1 - share), and the board's utilisation (so its power) counts the co-runners too."""
         p = self.profile
+        co = (min(max(float(corunner[0]), 0.0), 0.95), min(max(float(corunner[1]), 0.0), 0.95))
+        shares = (1.0 - co[0], 1.0 - co[1])
         xi = min(max(float(offload_ratio), 0.0), 1.0)
         if min(cpu_hz, gpu_hz, emc_hz) <= 0:
             raise ValueError("clock frequencies must be positive Hz")
@@ -318,17 +336,20 @@ class DeviceTwin:
             frac = 1.0 if layer["where"] == "head" else tail_frac
             if frac <= 0.0:
                 continue
-            st = self.stage_times_s(layer, cpu_hz, gpu_hz, emc_hz, frac)
-            busy["gpu"] += max(st["gpu"], st["mem"])   # GPU is "busy" (GR3D load) while stalled too
+            st = self.stage_times_s(layer, cpu_hz, gpu_hz, emc_hz, frac, on_cpu, shares)
+            if on_cpu:
+                busy["cpu"] += max(st["cpu"], st["mem"])
+            else:
+                busy["gpu"] += max(st["gpu"], st["mem"])   # GPU is "busy" (GR3D load) while stalled too
+                busy["cpu"] += st["cpu"]
             busy["emc"] += st["mem"]
-            busy["cpu"] += st["cpu"]
             if layer["where"] == "head":
                 t_head += st["t"]
             else:
                 t_tail += st["t"]
-        t_cpu_pre = p.cpu_pre_cycles / cpu_hz
-        t_cpu_post = p.cpu_post_cycles / cpu_hz
-        t_fuse = p.cpu_fuse_cycles / cpu_hz if xi > 0 else 0.0
+        t_cpu_pre = p.cpu_pre_cycles / cpu_hz / shares[0]
+        t_cpu_post = p.cpu_post_cycles / cpu_hz / shares[0]
+        t_fuse = p.cpu_fuse_cycles / cpu_hz / shares[0] if xi > 0 else 0.0
         busy["cpu"] += t_cpu_pre + t_cpu_post + t_fuse
         c, h, w = workload.feature_shape
         if bytes_per_channel_elem is None:
@@ -347,6 +368,8 @@ class DeviceTwin:
         edge_s = t_cpu_pre + t_head + t_tail + t_fuse + t_cpu_post
         total_s = t_cpu_pre + t_head + max(t_tail, transfer_s + cloud_s) + t_fuse + t_cpu_post
         util = {d: min(1.0, busy[d] / total_s) for d in DOMAINS}
+        util["cpu"] += (1.0 - util["cpu"]) * co[0]      # what tegrastats reads: ours and the co-runners'
+        util["gpu"] += (1.0 - util["gpu"]) * co[1]
         parts = self.domain_power_w(cpu_hz, gpu_hz, emc_hz, util["cpu"], util["gpu"], util["emc"])
         if self.noise > 0:
             parts = {k: v * self._jitter() for k, v in parts.items()}

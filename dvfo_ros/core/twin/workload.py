@@ -209,3 +209,21 @@ def partition_workload(model: str, split: int, input_size: int = 224, num_classe
                     tail_flops=sum(s["flops"] for s in tail), tail_bytes=sum(s["bytes"] for s in tail),
                     feature_shape=tuple(layers[k - 1]["out_shape"]) if k else (3, int(input_size), int(input_size)),
                     layers=layers)
+
+
+# ImageNet-1K top-1 of each model's DEFAULT torchvision weights, as torchvision publishes it (the weights'
+# meta["_metrics"]): what the twin charges a model variant in accuracy. Read from torchvision when it has the
+# entry (no download: the metadata ships with the package); this copy is for a torchvision without it.
+PUBLISHED_TOP1 = {"resnet18": 0.69758, "resnet50": 0.80858, "mobilenet_v2": 0.72154, "mobilenet_v3_large": 0.75274,
+                  "efficientnet_b0": 0.77692, "vit_b_16": 0.81072}
+
+
+def published_accuracy(model: str) -> float:
+    """Top-1 (fraction) torchvision publishes for ``model``'s default ImageNet weights."""
+    try:
+        import torchvision.models as tvm
+        return float(tvm.get_model_weights(model).DEFAULT.meta["_metrics"]["ImageNet-1K"]["acc@1"]) / 100.0
+    except (ValueError, KeyError, AttributeError, ImportError):
+        if model not in PUBLISHED_TOP1:
+            raise ValueError(f"no published accuracy for model '{model}'") from None
+        return PUBLISHED_TOP1[model]
