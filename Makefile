@@ -50,6 +50,7 @@ bench-seeds: setup
 	  --train-trace mix --train-steps 9000 --noise 0.05 --corunner 0,0.5 --edge-server --edge-users 0,6 \
 	  --accuracy-bounds 0.005,0.04,0.12 --fps 10 --episode-frames 50 --policies $(SEEDS) --frames 600 --json out/seeds_$$D.json \
 	  || exit 1; done
+	$(PY) scripts/seeds_table.py out/seeds_xavier_nx.json out/seeds_nano.json
 
 bench-grid: setup
 	@mkdir -p out
