@@ -222,19 +222,18 @@ class SimEnv(OracleTables):
     def workload_at(self, split: int, variant: str = "") -> "Workload":
         """The frame's work at a whole-layer partition point (``twin.partition_workload``) of this model or a
         ``variant``; -1 = the env's own split, where xi shares out the map's channels (S for a variant)."""
-        from dvfo_ros.core.twin import model_workload
-        name = variant or self.model
         if split < 0 and not variant:
             return self.workload
-        if (name, split) not in self._partitions:
+        name = variant or self.model
+        key = (name, split)
+        if key not in self._partitions:       # counted once per (model, cut): step calls this every frame
+            from dvfo_ros.core.twin import model_workload, partition_workload
             stages = len(model_workload(name, None, self.workload.input_size, self._num_classes).layers)
-            split = stages if split < 0 else split
-            if split > stages:
+            cut = stages if split < 0 else split
+            if cut > stages:
                 raise ValueError(f"split_index {split} out of range for {name}: 0..{stages} (or -1)")
-            from dvfo_ros.core.twin.workload import partition_workload
-            self._partitions[(name, split)] = partition_workload(name, split, self.workload.input_size,
-                                                                 self._num_classes)
-        return self._partitions[(name, split)]
+            self._partitions[key] = partition_workload(name, cut, self.workload.input_size, self._num_classes)
+        return self._partitions[key]
 
     def step(self, action: ActionLike, decision_ms: float = 0.0, decision_on_path: bool = True,
              extras: ActionExtras = NO_EXTRAS) -> Tuple[np.ndarray, float, bool, Dict[str, Any]]:
