@@ -110,6 +110,19 @@ def test_autoscale_chooses_its_target_by_bandwidth_and_interference():
     assert auto.own_reward(late) < auto.own_reward(s2) - 1.0
 
 
+def test_a_changed_slo_reaches_autoscale_and_e2e_rl_on_the_robot():
+    """The policy node's latency_slo_ms set at run time is the QoS autoscale's own reward prices from the next frame."""
+    from dvfo_ros.core.policies.runtime import PolicyRuntime
+    rt = PolicyRuntime("autoscale", "xavier_nx", reward={"latency_slo_ms": 100.0})
+    frame = build_state({"last_energy_j": 0.2, "last_latency_ms": 60.0})
+    within = rt.policy.own_reward(frame)
+    rt.set_reward({"latency_slo_ms": 50.0})
+    assert rt.policy.hp["qos_ms"] == 50.0 and rt.policy.own_reward(frame) < within - 1.0
+    e2e = PolicyRuntime("e2e_rl", "xavier_nx", model="resnet18")
+    e2e.set_reward({"latency_ref_ms": 40.0})
+    assert e2e.policy.hp["latency_ref_ms"] == 40.0
+
+
 def test_autoscale_round_trips_and_an_untried_state_takes_the_gpu():
     env = SimEnv(seed=11)
     auto = make_policy("autoscale", env.action_space, exploration_steps=100, **twin_options("autoscale", env))

@@ -108,6 +108,13 @@ class Policy(abc.ABC):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         pass
 
+    def set_reward_options(self, options: Dict[str, float]) -> None:
+        """A ``reads_reward`` policy's own reward terms (``reward_options``: qos_ms, energy_ref_j, ...) change
+        to the reward now in force; the terms it does not use are ignored."""
+        hp = getattr(self, "hp", None)
+        if self.reads_reward and isinstance(hp, dict):
+            hp.update({k: float(v) for k, v in options.items() if k in hp})
+
     def save(self, path: str, meta: Optional[Dict[str, Any]] = None) -> None:
         """torch.save of plain data (no pickled classes), written atomically."""
         save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "policy": self.name, "config": self.config(),

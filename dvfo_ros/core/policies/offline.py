@@ -273,10 +273,11 @@ class OfflineTrainer:
         ag = self.agent
         s, a, r, s2, done = (torch.as_tensor(x) for x in batch)
         y = ag.td_target(r, s2, done)
-        q_all = ag.joint_q(ag.q, s)
         q_data = ag.q.q_of(s, a)                     # [batch, heads]: every head regresses y
         td = F.smooth_l1_loss(q_data, y.view(-1, 1).expand_as(q_data))
-        cql = (torch.logsumexp(q_all, 1) - q_data.mean(1)).mean()
+        # CQL's term over all joint actions: with alpha 0 it is only reported, so no gradient flows through it
+        with torch.set_grad_enabled(self.alpha > 0 and torch.is_grad_enabled()):
+            cql = (torch.logsumexp(ag.joint_q(ag.q, s), 1) - q_data.mean(1)).mean()
         return td + self.alpha * cql, td, cql
 
     def step(self, batch: Tuple[np.ndarray, ...]) -> Dict[str, float]:

@@ -85,9 +85,15 @@ class PolicyRuntime:
             self.policy.train(learning)
 
     def set_reward(self, r: Dict[str, float]) -> None:
+        """The reward in force (the node's eta / SLO / accuracy bound). A policy that learns from a reward of
+        its own (``reads_reward``: autoscale's QoS, e2e_rl's reference) follows it too, on the next frame."""
         for k, v in r.items():
             if hasattr(self.reward_cfg, k):
                 setattr(self.reward_cfg, k, float(v))
+        policy = getattr(self, "policy", None)
+        if policy is not None and getattr(policy, "reads_reward", False):
+            from dvfo_ros.core.policies import reward_options
+            policy.set_reward_options(reward_options(self.reward_cfg))
 
     def _static_space(self) -> Any:
         """Static's action space: every clock of the board's table, and the xi grid plus the requested xi."""
