@@ -26,7 +26,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["dvfo_ros", "dvfo_ros.*"]),
-    package_data={"dvfo_ros": ["core/twin/profiles/*.yaml", "traces/*.csv", "artifacts/*.pt", "config/*.yaml"]},
+    package_data={"dvfo_ros": ["core/twin/profiles/*.yaml", "core/twin/profiles/servers/*.yaml", "traces/*.csv",
+                               "artifacts/*.pt", "config/*.yaml"]},
     include_package_data=True,
     install_requires=["numpy", "pyzmq", "pyyaml", "tqdm", "tabulate"],
     extras_require={

@@ -15,6 +15,10 @@ measures what the pipeline costs over running the network yourself (dvfo_ros.cli
 
 runs the DVFO paper's grid (profiles x models x bandwidths x workloads x eta) in the twin and says
 where DVFO saves energy and how much (dvfo_ros.cli.bench_grid).
+
+    dvfo-bench cloud --robots 1,4,8,16 --json out/cloud.json
+
+puts the shared server's schedulers (heuristic, fixed:B, bcedge) side by side (dvfo_ros.cli.bench_cloud).
 """
 from __future__ import annotations
 
@@ -93,6 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["overhead"]:
         from dvfo_ros.cli.bench_overhead import main as overhead
         return overhead(argv[1:])
+    if argv[:1] == ["cloud"]:
+        from dvfo_ros.cli.bench_cloud import main as cloud
+        return cloud(argv[1:])
     if argv[:1] == ["grid"]:
         from dvfo_ros.cli.bench_grid import main as grid
         return grid(argv[1:])

@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most requests run as one batch (BCEdge-style dynamic batching; 1 = off)")
     p.add_argument("--batch-window-ms", type=float, default=3.0,
                    help="longest a batch is held open for more requests (only under concurrent load)")
+    p.add_argument("--scheduler", default="heuristic",
+                   help="batch size x concurrent instances: heuristic (--max-batch, one instance, the window), "
+                        "fixed:B[,C] (batches of up to B on C instances) or bcedge[:PATH] "
+                        "(learnt; without a checkpoint trained once for --server-profile and cached)")
+    p.add_argument("--server-profile", default="cpu_resnet18",
+                   help="server profile (dvfo-profile cloud) bcedge is trained for and reads the load against")
+    p.add_argument("--schedule-interval-s", type=float, default=0.5, help="how often the scheduler decides")
     p.add_argument("--max-payload-mb", type=float, default=16.0, help="largest request payload accepted")
     p.add_argument("--stats-every-s", type=float, default=0.0, help="log server stats this often (0 = never)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -122,6 +129,24 @@ def _batching(model: Any, device: str, max_batch: int) -> Dict[str, Any]:
     return {"batch_runner": batch_runner, "batch_key": batch_key, "max_batch": max_batch}
 
 
+def _scheduling(model: Any, device: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """CloudServer kwargs for a scheduler: the scheduler and a pool of as many tail copies as it may ask for."""
+    from dvfo_ros.cloud.batching import check_batching, collab_batch_runner
+    from dvfo_ros.cloud.instances import InstancePool
+    from dvfo_ros.cloud.schedulers import FixedScheduler, make_scheduler
+    from dvfo_ros.core.twin.server import INSTANCES
+    from dvfo_ros.core.twin.server import load_server_profile
+    one_ms = load_server_profile(args.server_profile).run_ms(1, 1)
+    scheduler = make_scheduler(args.scheduler, profile=args.server_profile)
+    problem = check_batching(model, device)
+    if problem:
+        raise ValueError(f"--scheduler {args.scheduler} batches the cloud tail, but {problem}")
+    size = scheduler.setting[1] if isinstance(scheduler, FixedScheduler) else max(INSTANCES)
+    _, batch_key = collab_batch_runner(model, device)
+    return {"scheduler": scheduler, "pool": InstancePool(model, device, size), "batch_key": batch_key,
+            "schedule_interval_s": args.schedule_interval_s, "default_one_ms": one_ms}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,8 +156,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.curve_secret and not is_loopback(args.bind) and not args.allow_insecure_remote:
         parser.error(f"refusing to bind {args.bind} without CurveZMQ keys; give --curve-secret "
                      "(dvfo-keygen) or --allow-insecure-remote")
-    if args.threads < 1 or args.max_payload_mb <= 0 or args.max_batch < 1 or args.batch_window_ms < 0:
-        parser.error("--threads, --max-payload-mb and --max-batch must be positive, --batch-window-ms >= 0")
+    if args.threads < 1 or args.max_payload_mb <= 0 or args.max_batch < 1 or args.batch_window_ms < 0 \
+            or args.schedule_interval_s <= 0:
+        parser.error("--threads, --max-payload-mb, --max-batch and --schedule-interval-s must be positive, "
+                     "--batch-window-ms >= 0")
     try:
         import torch
         torch.set_num_threads(args.threads)
@@ -144,7 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from dvfo_ros.core.inference.artifacts import untrained_warning
             log.warning("%s", untrained_warning(spec.model, spec.dataset, spec.artifact == "none"))
         runner, accept = make_tail_runner(model, device)
-        batch = _batching(model, device, args.max_batch)
+        batch = _scheduling(model, device, args) if args.scheduler != "heuristic" else _batching(model, device,
+                                                                                                  args.max_batch)
         from dvfo_ros.cloud.server import CloudServer
         from dvfo_ros.core.wire.codec import Limits
         server = CloudServer(args.bind, runner, accept=accept, deadline_slack_s=args.deadline_slack_s,
@@ -165,6 +193,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     previous = install_handlers(lambda _sig, _old: _on_signal)   # SIGINT, SIGTERM; an ignored one stays ignored
     batching = f", batch<={server.policy.max_batch}" if server.batching else ""
+    if server.scheduled is not None:
+        batching = f", scheduler {server.scheduled.scheduler.name} on {server.scheduled.pool.size} instance(s)"
     print(f"dvfo-cloud ready on {server.endpoint} ({accept['model']}, split {accept['split']}, {device}"
           f"{batching}{', curve' if server.secure else ''})", flush=True)
     thread = server.start_in_thread()

@@ -4,6 +4,7 @@ exists) on THIS machine over a grid of clock settings, and write a twin profile 
     dvfo-profile --out my_board.yaml                      # auto backend, all zoo models
     dvfo-profile --backend jetson --levels 3 --repeats 10 --out orin_measured.yaml
     dvfo-profile --backend linux --input-size 96 --repeats 3 --out this_pc.yaml --plot fit.png
+    dvfo-profile cloud --out cpu_resnet18.yaml            # the cloud tail's batch x instances table
 
 The grid is every combination of ``--levels`` evenly spaced levels of each domain the backend can
 really set (just the current clocks where none can be set, or with the sim backend, whose clocks
@@ -163,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cloud"]:                    # the server's batch x instances table (dvfo_ros.cli.profile_cloud)
+        from dvfo_ros.cli.profile_cloud import main as cloud
+        return cloud(argv[1:])
     args = build_parser().parse_args(argv)
     from dvfo_ros.core.inference.models import ZOO
     models = [m.strip() for m in args.models.split(",") if m.strip()]

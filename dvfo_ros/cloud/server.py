@@ -59,8 +59,13 @@ class CloudServer:
                  deadline_slack_s: float = 0.5, heartbeat_ms: int = 1000,
                  batch_runner: Optional[BatchRunner] = None,
                  batch_key: Callable[[Dict[str, Any]], Hashable] = default_batch_key,
-                 max_batch: int = 1, batch_window_ms: float = 3.0) -> None:
+                 max_batch: int = 1, batch_window_ms: float = 3.0,
+                 scheduler: Any = None, pool: Any = None, schedule_interval_s: float = 0.5,
+                 default_one_ms: float = 10.0) -> None:
         self.runner = runner
+        # a scheduler (dvfo_ros.cloud.schedulers) + an InstancePool: batch size x instances chosen per interval
+        if scheduler is not None and pool is None:
+            raise ValueError("a scheduler needs an InstancePool of the cloud tail")
         self.batch_runner = batch_runner
         self.batch_key = batch_key
         self.batching = batch_runner is not None and max_batch > 1
@@ -105,12 +110,18 @@ class CloudServer:
             raise OSError(f"cannot bind {bind}: {exc}") from None
         self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
+        self.scheduled: Any = None
+        if scheduler is not None:
+            from dvfo_ros.cloud.scheduled import ScheduledLoop
+            self.scheduled = ScheduledLoop(self, pool, scheduler, schedule_interval_s, default_one_ms)
 
     # ------------------------------------------------------------------ lifecycle
     def serve_forever(self) -> None:
         """Answer requests until stop(); never raises on a bad request."""
         self._serving = True
         try:
+            if self.scheduled is not None:
+                self.scheduled.run()
             while not self._stop.is_set():
                 if not self._sock.poll(100, zmq.POLLIN):
                     continue
@@ -242,7 +253,12 @@ class CloudServer:
     def _run_jobs(self, jobs: List[_Job]) -> None:
         if not self.batching:
             for job in jobs:
+                if job.header["kind"] == "infer" and not self._refuse_late([job]):
+                    continue
+                t0 = time.perf_counter()
                 self._send(job.identity, self._run_one(job.header, job.feat, job.idx, job.t_recv))
+                if job.header["kind"] == "infer":
+                    self.policy.record(1, time.perf_counter() - t0)
             return
         groups: Dict[Any, List[_Job]] = {}
         for job in jobs:
@@ -251,7 +267,20 @@ class CloudServer:
                 continue
             groups.setdefault(self.batch_key(job.header), []).append(job)
         for group in groups.values():
-            self._run_batch(group)
+            group = self._refuse_late(group)
+            if group:
+                self._run_batch(group)
+
+    def _refuse_late(self, group: List[_Job]) -> List[_Job]:
+        """Refuse, unrun, the requests this batch would finish after their deadline (+ the skew slack): their
+        edge has given up by then, and under overload running them would make every later request late too."""
+        finish = time.time() + self.policy.expected_run_s(len(group)) - self.deadline_slack_s
+        keep = [j for j in group if j.header["deadline"] >= finish]
+        for job in group:
+            if job.header["deadline"] < finish:
+                self.stats["expired"] += 1
+                self._send(job.identity, self._error(job.header["seq"], "cannot finish by its deadline; tail not run"))
+        return keep
 
     def _run_batch(self, group: List[_Job]) -> None:
         assert self.batch_runner is not None
