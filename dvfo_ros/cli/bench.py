@@ -18,7 +18,12 @@ where DVFO saves energy and how much (dvfo_ros.cli.bench_grid).
 
     dvfo-bench cloud --robots 1,4,8,16 --json out/cloud.json
 
-puts the shared server's schedulers (heuristic, fixed:B, bcedge) side by side (dvfo_ros.cli.bench_cloud).
+puts the shared server's schedulers (heuristic, fixed:B, bcedge) side by side (dvfo_ros.cli.bench_cloud;
+``--cloud`` says the same), and
+
+    dvfo-bench --robots 3 --json out/fleet3.json
+
+many robots sharing one server: mcia, neurosurgeon, all_local, all_upload, oracle (dvfo_ros.cli.bench_fleet).
 """
 from __future__ import annotations
 
@@ -97,9 +102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["overhead"]:
         from dvfo_ros.cli.bench_overhead import main as overhead
         return overhead(argv[1:])
-    if argv[:1] == ["cloud"]:
+    if argv[:1] == ["cloud"] or "--cloud" in argv:
         from dvfo_ros.cli.bench_cloud import main as cloud
-        return cloud(argv[1:])
+        return cloud([a for a in argv if a not in ("cloud", "--cloud")])
+    if any(a == "--robots" or a.startswith("--robots=") for a in argv):
+        from dvfo_ros.cli.bench_fleet import main as fleet
+        return fleet(argv)
     if argv[:1] == ["grid"]:
         from dvfo_ros.cli.bench_grid import main as grid
         return grid(argv[1:])
