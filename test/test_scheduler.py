@@ -176,3 +176,19 @@ def test_the_plain_server_refuses_what_it_would_answer_too_late_and_serves_the_r
     finally:
         srv.stop()
     assert srv.stats["expired"] == 1 and "cannot finish" in srv.last_error
+
+
+def test_the_scheduler_twin_is_a_registered_gymnasium_env_that_passes_check_env():
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    import dvfo_ros.core.mdp  # noqa: F401 - registers the environments
+    env = gymnasium.make("dvfo_ros/ServerScheduler-v0", profile=PROFILE, episode_intervals=10)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=3)
+    steps, truncated = 0, False
+    while not truncated:
+        obs, u, terminated, truncated, info = env.step(env.action_space.sample())
+        assert not terminated and env.observation_space.contains(obs) and -2.0 <= u <= 1.0
+        steps += 1
+    assert steps == 10
