@@ -34,6 +34,8 @@ setup(
         # the edge/cloud compute: torch + torchvision (the cloud server needs these too)
         "torch": ["torch", "torchvision"],
         "edge": ["opencv-python-headless", "matplotlib", "rosbags", "jetson-stats", "nvidia-ml-py"],
+        # many robots, many GPU servers: dvfo-cloud --backend ray (Ray Serve behind the ZeroMQ front)
+        "fleet": ["ray[serve]==2.60.0", "psutil"],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     zip_safe=False,

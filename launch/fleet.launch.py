@@ -13,7 +13,8 @@ import os
 
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo,
+                            OpaqueFunction)
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
@@ -37,7 +38,10 @@ def _launch(context):
     if LaunchConfiguration("edge_only").perform(context).strip().lower() in ("1", "true", "yes", "on"):
         endpoint = "none"
     actions = []
-    if endpoint.lower() not in ("none", "off") and _local_endpoint(endpoint):
+    if "," in endpoint:   # several fronts (the executors fail over between them): each runs its own dvfo-cloud
+        actions.append(LogInfo(msg=f"dvfo_ros: cloud_endpoint lists several fronts ({endpoint}); "
+                                   "not starting a cloud server (run dvfo-cloud behind each)"))
+    elif endpoint.lower() not in ("none", "off") and _local_endpoint(endpoint):
         exe = os.path.join(get_package_prefix("dvfo_ros"), "lib", "dvfo_ros", CLOUD_EXECUTABLE)
         actions.append(ExecuteProcess(cmd=[exe] + cloud_arguments(endpoint, executor), name="cloud",
                                       output="screen"))

@@ -92,6 +92,9 @@ def _launch(context):
     if _truthy(LaunchConfiguration("start_cloud").perform(context)):
         if not endpoint:
             actions.append(LogInfo(msg="dvfo_ros: edge-only (no cloud_endpoint), no cloud server started"))
+        elif "," in endpoint:
+            actions.append(LogInfo(msg=f"dvfo_ros: cloud_endpoint lists several fronts ({endpoint}); "
+                                       "not starting a cloud server (run dvfo-cloud behind each)"))
         elif not _local_endpoint(endpoint):
             actions.append(LogInfo(msg=f"dvfo_ros: cloud_endpoint {endpoint} is not local; "
                                        "not starting a cloud server (run dvfo-cloud there)"))

@@ -24,6 +24,11 @@ puts the shared server's schedulers (heuristic, fixed:B, bcedge) side by side (d
     dvfo-bench --robots 3 --json out/fleet3.json
 
 many robots sharing one server: mcia, neurosurgeon, all_local, all_upload, oracle (dvfo_ros.cli.bench_fleet).
+
+    dvfo-bench serve --replicas 1,2,4 --robots 4,8 --json out/serve.json
+
+the fleet load test: real robot clients against dvfo-cloud with Ray Serve behind its ZeroMQ front at 1, 2
+and 4 replicas, one replica killed halfway, beside the in-process server (dvfo_ros.cli.bench_serve).
 """
 from __future__ import annotations
 
@@ -102,6 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["overhead"]:
         from dvfo_ros.cli.bench_overhead import main as overhead
         return overhead(argv[1:])
+    if argv[:1] == ["serve"]:
+        from dvfo_ros.cli.bench_serve import main as serve
+        return serve(argv[1:])
     if argv[:1] == ["cloud"] or "--cloud" in argv:
         from dvfo_ros.cli.bench_cloud import main as cloud
         return cloud([a for a in argv if a not in ("cloud", "--cloud")])

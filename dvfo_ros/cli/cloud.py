@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 
+from dvfo_ros.cloud.tail import make_tail_runner, pick_device as _pick_device  # noqa: F401 (re-exported)
 from dvfo_ros.core.inference.spec import ModelSpec
 from dvfo_ros.core.signals import install_handlers, restore_handlers
 
@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-profile", default="cpu_resnet18",
                    help="server profile (dvfo-profile cloud) bcedge is trained for and reads the load against")
     p.add_argument("--schedule-interval-s", type=float, default=0.5, help="how often the scheduler decides")
+    r = p.add_argument_group("Ray Serve backend (--backend ray; pip install 'dvfo_ros[fleet]')")
+    r.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
+                   help="where the tail runs: this process, or a Ray Serve deployment behind this ZeroMQ front")
+    r.add_argument("--ray-address", default="local",
+                   help="local (a private Ray on 127.0.0.1), auto or ray://HOST:PORT (a cluster from `ray start`)")
+    r.add_argument("--ray-app", default="dvfo-cloud", help="Serve application name (fronts naming one share it)")
+    r.add_argument("--ray-replicas", type=int, default=0,
+                   help="replicas of the tail; 0 = 1, or the scheduler's largest concurrency under --scheduler")
+    r.add_argument("--ray-batching", choices=("front", "serve"), default="front",
+                   help="front: this front forms batches of up to --max-batch, one in flight per replica (or "
+                        "--scheduler's); serve: each request on its own, batched at the replica by @serve.batch")
+    r.add_argument("--ray-autoscale", default="", help="MIN,MAX: Serve's autoscaler sets the replica count")
+    r.add_argument("--ray-target-ongoing", type=float, default=2.0,
+                   help="the autoscaler's target of ongoing requests per replica")
+    r.add_argument("--ray-num-cpus", type=float, default=1.0, help="logical CPUs each replica reserves")
+    r.add_argument("--ray-num-gpus", type=float, default=0.0, help="GPUs each replica reserves (0.5: two per GPU)")
     p.add_argument("--max-payload-mb", type=float, default=16.0, help="largest request payload accepted")
     p.add_argument("--stats-every-s", type=float, default=0.0, help="log server stats this often (0 = never)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -65,44 +81,6 @@ def is_loopback(endpoint: str) -> bool:
 def load_collab_model(args: argparse.Namespace) -> Any:
     """The same model the executor loads for these settings (ModelSpec.load)."""
     return ModelSpec.from_args(args).load()
-
-
-def make_tail_runner(model: Any, device: str) -> Tuple[Any, Dict[str, Any]]:
-    """(runner, accept): the runner runs model.cloud_tail; accept pins model/split/artifact/C."""
-    import torch
-
-    model = model.to(device).eval()
-    meta = model.meta
-    accept: Dict[str, Any] = {"model": meta["model"], "split": int(meta["split"]),
-                              "artifact_id": str(meta.get("artifact_id", "")),
-                              "total_channels": int(model.channels)}
-    shape = getattr(model, "feature_shape", None)
-    if shape is not None:
-        accept["hw"] = [int(shape[1]), int(shape[2])]  # a map from another input size is refused
-
-    stage_inputs = model.stage_inputs() if hasattr(model, "stage_inputs") else {}
-    # whole-layer partitions (kind 'partition'): the map after stage k, as it travels (C, h, w)
-    accept["partitions"] = {k: [*shape, 1, 1][:3] for k, shape in stage_inputs.items()}
-
-    def runner(header: Dict[str, Any], feat: np.ndarray, channel_idx: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(feat).unsqueeze(0).to(device)
-            if header["kind"] == "partition":
-                k = int(header["split"])
-                x = x.reshape(1, *stage_inputs[k]).to(next(model.parameters()).dtype)
-                logits = model.run_stages(x, k, model.num_stages)
-            else:
-                logits = model.cloud_tail(x, torch.from_numpy(channel_idx).to(device))
-        return logits[0].float().cpu().numpy()
-
-    return runner, accept
-
-
-def _pick_device(choice: str) -> str:
-    import torch
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
-    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def _curve_keys(args: argparse.Namespace) -> Dict[str, Any]:
@@ -147,6 +125,58 @@ def _scheduling(model: Any, device: str, args: argparse.Namespace) -> Dict[str, 
             "schedule_interval_s": args.schedule_interval_s, "default_one_ms": one_ms}
 
 
+def _ray_options(args: argparse.Namespace) -> Any:
+    from dvfo_ros.cloud.ray_backend import RayOptions
+    from dvfo_ros.cloud.schedulers import FixedScheduler, make_scheduler
+    from dvfo_ros.core.twin.server import INSTANCES
+    autoscale = None
+    if args.ray_autoscale:
+        try:
+            lo, hi = (int(v) for v in args.ray_autoscale.split(","))
+        except ValueError:
+            lo = hi = -1
+        if not 1 <= lo <= hi:
+            raise ValueError(f"--ray-autoscale {args.ray_autoscale!r}: MIN,MAX with 1 <= MIN <= MAX")
+        autoscale = (lo, hi)
+    if args.ray_replicas < 0 or args.ray_num_cpus < 0 or args.ray_num_gpus < 0 or args.ray_target_ongoing <= 0:
+        raise ValueError("--ray-replicas, --ray-num-cpus and --ray-num-gpus must be >= 0, --ray-target-ongoing > 0")
+    if args.ray_batching == "serve" and args.scheduler != "heuristic":
+        raise ValueError("--ray-batching serve batches at the replicas: it takes no --scheduler")
+    scheduler = None
+    replicas = args.ray_replicas or 1
+    if args.scheduler != "heuristic":
+        scheduler = make_scheduler(args.scheduler, profile=args.server_profile)
+        most = scheduler.setting[1] if isinstance(scheduler, FixedScheduler) else max(INSTANCES)
+        replicas = args.ray_replicas or most
+    return scheduler, RayOptions(address=args.ray_address, app=args.ray_app, replicas=replicas, autoscale=autoscale,
+                                 target_ongoing=args.ray_target_ongoing, max_batch=args.max_batch,
+                                 batch_wait_ms=args.batch_window_ms, num_cpus=args.ray_num_cpus,
+                                 num_gpus=args.ray_num_gpus, threads=args.threads)
+
+
+def _ray_serving(spec: ModelSpec, device: str, args: argparse.Namespace,
+                 accept: Dict[str, Any]) -> Tuple[Dict[str, Any], Any]:
+    """CloudServer kwargs for the Ray backend (dvfo_ros.cloud.ray_backend) and the backend to close."""
+    from dvfo_ros.cloud.batching import default_batch_key
+    from dvfo_ros.cloud.ray_backend import RayBackend
+    from dvfo_ros.cloud.schedulers import FixedScheduler
+    from dvfo_ros.core.twin.server import load_server_profile
+    scheduler, options = _ray_options(args)
+    per_request = args.ray_batching == "serve"
+    # serve: enough in flight for every replica to fill a batch twice over; front: one batch per replica
+    inflight = 2 * options.max_replicas() * max(1, options.max_batch) if per_request else options.max_replicas()
+    backend = RayBackend(spec, device, options, inflight=inflight, per_request=per_request,
+                         expect_artifact_id=accept["artifact_id"], slack_s=args.deadline_slack_s)
+    if per_request:
+        scheduler = FixedScheduler(1, inflight, name="serve-batch")
+    elif scheduler is None:       # the heuristic's batches, formed here: up to --max-batch on each replica
+        scheduler = FixedScheduler(options.max_batch, inflight, name="front-batch")
+    kwargs = {"scheduler": scheduler, "pool": backend.pool, "batch_key": default_batch_key,
+              "schedule_interval_s": args.schedule_interval_s,
+              "default_one_ms": load_server_profile(args.server_profile).run_ms(1, 1)}
+    return kwargs, backend
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -160,10 +190,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             or args.schedule_interval_s <= 0:
         parser.error("--threads, --max-payload-mb, --max-batch and --schedule-interval-s must be positive, "
                      "--batch-window-ms >= 0")
+    backend: Any = None
     try:
         import torch
         torch.set_num_threads(args.threads)
-        device = _pick_device(args.device)
+        # the Ray backend's replicas pick their own device; its front only reads the model's contract, on the CPU
+        device = _pick_device(args.device) if args.backend == "inprocess" else "cpu"
         keys = _curve_keys(args)
         model = load_collab_model(args)
         spec = ModelSpec.from_args(args)
@@ -171,7 +203,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             from dvfo_ros.core.inference.artifacts import untrained_warning
             log.warning("%s", untrained_warning(spec.model, spec.dataset, spec.artifact == "none"))
         runner, accept = make_tail_runner(model, device)
-        batch = _scheduling(model, device, args) if args.scheduler != "heuristic" else _batching(model, device,
+        if args.backend == "ray":
+            batch, backend = _ray_serving(spec, args.device, args, accept)
+            runner = backend.pool.run_one          # whole-layer partitions run on a replica too
+            device = f"ray serve: {backend.options.max_replicas()} replica(s) on {backend.device}"
+        else:
+            batch = _scheduling(model, device, args) if args.scheduler != "heuristic" else _batching(model, device,
                                                                                                   args.max_batch)
         from dvfo_ros.cloud.server import CloudServer
         from dvfo_ros.core.wire.codec import Limits
@@ -179,6 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                              limits=Limits(max_payload_bytes=int(args.max_payload_mb * (1 << 20))),
                              batch_window_ms=args.batch_window_ms, **batch, **keys)
     except (ValueError, OSError, RuntimeError) as exc:
+        if backend is not None:
+            backend.close()
         print(f"dvfo-cloud: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     if not server.secure:
@@ -193,7 +232,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     previous = install_handlers(lambda _sig, _old: _on_signal)   # SIGINT, SIGTERM; an ignored one stays ignored
     batching = f", batch<={server.policy.max_batch}" if server.batching else ""
-    if server.scheduled is not None:
+    if backend is not None and server.scheduled.scheduler.name == "serve-batch":
+        batching = f", @serve.batch<={backend.options.max_batch}"
+    elif backend is not None and server.scheduled.scheduler.name == "front-batch":
+        batching = f", batches<={backend.options.max_batch} formed here, one per replica"
+    elif backend is not None:
+        batching = f", scheduler {server.scheduled.scheduler.name} over the replicas"
+    elif server.scheduled is not None:
         batching = f", scheduler {server.scheduled.scheduler.name} on {server.scheduled.pool.size} instance(s)"
     print(f"dvfo-cloud ready on {server.endpoint} ({accept['model']}, split {accept['split']}, {device}"
           f"{batching}{', curve' if server.secure else ''})", flush=True)
@@ -210,6 +255,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          s["max_batch_seen"], len(s["by_client"]))
     finally:
         server.stop()
+        if backend is not None:
+            backend.close()
         restore_handlers(previous)
     s = server.stats
     log.info("stopped: requests %d answered %d errors %d", s["requests"], s["answered"], s["errors"])

@@ -115,6 +115,10 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
     """Start dvfo-cloud as a child when the endpoint is local and nothing answers there."""
     ex = p.get("executor", {})
     endpoint = ex.get("cloud_endpoint", "tcp://127.0.0.1:5555")
+    if endpoint and "," in endpoint:
+        log(f"cloud_endpoint lists several fronts ({endpoint}): not starting a cloud server; each front must "
+            "be running (dvfo-cloud behind each)")
+        return None
     if not endpoint or not _local_endpoint(endpoint):
         return None
     from dvfo_ros.core.wire.link import CloudLink

@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from dvfo_ros.cli.cloud import _pick_device
+    from dvfo_ros.cloud.tail import pick_device as _pick_device
     from dvfo_ros.cloud.instances import measure_tail
     from dvfo_ros.core.twin.server import ServerProfile
 

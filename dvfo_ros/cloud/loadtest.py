@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import zmq
@@ -46,8 +46,12 @@ def _with(frames: List[bytes], seq: int, deadline: float) -> List[bytes]:
 
 
 def run_load(endpoint: str, frames: List[bytes], robots: int, seconds: float, fps: float = 15.0,
-             budget_ms: Sequence[float] = (40.0, 100.0), seed: int = 0, interval_s: float = 0.5) -> Dict[str, Any]:
-    """Stream for ``seconds`` and wait one budget more for the stragglers; the twin's figures."""
+             budget_ms: Sequence[float] = (40.0, 100.0), seed: int = 0, interval_s: float = 0.5,
+             event: Optional[Tuple[float, Callable[[], None]]] = None,
+             answer_margin_ms: float = 100.0) -> Dict[str, Any]:
+    """Stream for ``seconds`` and wait one budget more for the stragglers; the twin's figures, plus
+    ``unanswered``: requests that got no reply at all (result or refusal) by their deadline plus
+    ``answer_margin_ms``. ``event`` = (seconds, fn): fn runs once that far into the stream (a fault)."""
     ctx: Any = zmq.Context.instance()
     socks = []
     run = os.urandom(4).hex()          # fresh identities each run: a ROUTER ignores a reused one still known to it
@@ -71,6 +75,9 @@ def run_load(endpoint: str, frames: List[bytes], robots: int, seconds: float, fp
     end = 1000.0 * seconds + float(budget_ms[1]) + 200.0
     while True:
         now = 1000.0 * (time.perf_counter() - t0)
+        if event is not None and now >= 1000.0 * event[0]:
+            event[1]()
+            event = None
         while heap and heap[0][0] <= now:
             t, i = heapq.heappop(heap)
             _, deadline, r = plan[i]
@@ -96,6 +103,8 @@ def run_load(endpoint: str, frames: List[bytes], robots: int, seconds: float, fp
     row = summarise(served, interval_s, robots)
     row["utility"] = float(np.mean([utility(s) for s in served])) if served else 0.0
     row["sent"], row["answered"] = len(sent), sum(1 for _, k in got.values() if k == "result")
+    row["unanswered"] = sum(1 for i, (t, budget, _) in sent.items()
+                            if i not in got or got[i][0] - t > budget + answer_margin_ms)
     return row
 
 

@@ -23,7 +23,6 @@ import zmq
 from dvfo_ros.cloud.instances import InstancePool
 from dvfo_ros.cloud.schedulers import Scheduler
 from dvfo_ros.core.mdp.scheduler_env import scheduler_obs
-from dvfo_ros.core.twin.server import INSTANCES
 
 log = logging.getLogger("dvfo_ros.cloud")
 
@@ -37,7 +36,7 @@ class ScheduledLoop:
         self.margin_s = float(margin_s)
         self.window_s = server.policy.window_s
         self.queue: Deque[Any] = deque()
-        self.finished: Deque[Tuple[List[Any], Any, float]] = deque()
+        self.finished: Deque[Tuple[List[Any], Any, float, int]] = deque()
         self._lock = threading.Lock()
         self.setting = (1, 1)
         self.arrived = 0
@@ -54,7 +53,7 @@ class ScheduledLoop:
         obs = scheduler_obs(len(self.queue), self.arrived / self.interval_s, slack_ms, util, *self.setting,
                             one_ms=1000.0 * one_s if one_s else self.default_one_ms)
         b, c = self.scheduler.decide(obs)
-        self.setting = (max(1, int(b)), min(max(1, int(c)), self.pool.size, max(INSTANCES)))
+        self.setting = (max(1, int(b)), min(max(1, int(c)), self.pool.size))
         key = f"{self.setting[0]},{self.setting[1]}"
         srv.stats["settings"][key] = srv.stats["settings"].get(key, 0) + 1
         self.arrived, self.busy_s = 0, 0.0
@@ -133,11 +132,31 @@ class ScheduledLoop:
                 continue
             self.pool.submit([(j.header, j.feat, j.idx) for j in group], self._done_for(group))
 
-    def _done_for(self, group: List[Any]) -> Callable[[Any, float], None]:
+    def _done_for(self, group: List[Any], attempt: int = 0) -> Callable[[Any, float], None]:
         def done(out: Any, seconds: float) -> None:      # on the worker's thread
             with self._lock:
-                self.finished.append((group, out, seconds))
+                self.finished.append((group, out, seconds, attempt))
         return done
+
+    def _failed(self, group: List[Any], out: Any, attempt: int) -> None:
+        """A batch that failed: in-process, each request once more on its own (one bad frame sinks only itself);
+        on remote replicas (a replica died), the batch once more while its earliest deadline allows, else an
+        error reply each, so its robot falls back at once."""
+        srv = self.server
+        if not getattr(self.pool, "remote", False):
+            for job in group:
+                srv._send(job.identity, srv._run_one(job.header, job.feat, job.idx, job.t_recv))
+            return
+        srv.stats["replica_failures"] = srv.stats.get("replica_failures", 0) + 1
+        earliest = min(j.header["deadline"] for j in group)
+        if attempt == 0 and time.time() + self.expected_s(len(group)) - srv.deadline_slack_s <= earliest:
+            srv.stats["retried"] = srv.stats.get("retried", 0) + 1
+            self.pool.submit([(j.header, j.feat, j.idx) for j in group], self._done_for(group, attempt + 1))
+            return
+        reason = f"{type(out).__name__}: {out}" if isinstance(out, BaseException) else "wrong number of results"
+        reason = "cloud replica failed (" + " ".join(reason.split())[:160] + ")"
+        for job in group:
+            srv._send(job.identity, srv._error(job.header["seq"], reason))
 
     def _collect(self) -> None:
         srv = self.server
@@ -145,11 +164,10 @@ class ScheduledLoop:
             with self._lock:
                 if not self.finished:
                     return
-                group, out, seconds = self.finished.popleft()
+                group, out, seconds, attempt = self.finished.popleft()
             self.busy_s += seconds
             if isinstance(out, BaseException) or len(out) != len(group):
-                for job in group:                      # one bad frame sinks only itself
-                    srv._send(job.identity, srv._run_one(job.header, job.feat, job.idx, job.t_recv))
+                self._failed(group, out, attempt)
                 continue
             srv.policy.record(len(group), seconds)
             srv.stats["batches"] += 1

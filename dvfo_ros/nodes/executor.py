@@ -49,7 +49,8 @@ PARAMS = [
     Param("num_classes", 1000, "classes of an untrained model (ignored with an artifact)", 2, 100000, read_only=True),
     Param("input_size", 224, "input side in pixels of an untrained model (ignored with an artifact)", 16, 1024,
           read_only=True),
-    Param("cloud_endpoint", "tcp://127.0.0.1:5555", "ZeroMQ endpoint of the cloud server ('' = edge only)",
+    Param("cloud_endpoint", "tcp://127.0.0.1:5555", "ZeroMQ endpoint of the cloud server ('' = edge only); a "
+          "comma-separated list of fronts: requests are spread over them and fail over when one dies",
           read_only=True),
     Param("variants", "", "comma-separated zoo models a policy's model_variant may run instead of model (each its "
           "artifact for the dataset, else untrained at the model's size and classes; the cloud serves model only)",
@@ -155,9 +156,9 @@ class ExecutorNode(Node):
         if not endpoint:
             return None
         from dvfo_ros.core.inference.edge import curve_client_keys
-        from dvfo_ros.core.wire.link import CloudLink
+        from dvfo_ros.core.wire.multilink import open_link
         keys = curve_client_keys(p["curve_server_key"], p["curve_client_key"])
-        return CloudLink(endpoint, **keys)
+        return open_link(endpoint, **keys)     # several fronts, comma-separated: a MultiLink (failover)
 
     def _on_label(self, msg: FrameLabel) -> None:
         self.labels[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (int(msg.seq), int(msg.label))

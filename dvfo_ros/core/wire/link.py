@@ -145,6 +145,16 @@ class CloudLink:
 
     def wait(self, seq: int, timeout_s: float) -> Optional[Reply]:
         """The reply for THAT seq, or None by the deadline; older replies are discarded by seq."""
+        return self.wait_slice(seq, timeout_s, final=True)
+
+    def forget(self, seq: int) -> None:
+        """Stop waiting for seq without counting a timeout (it went to another front: MultiLink)."""
+        with self._lock:
+            self._outstanding.pop(seq, None)
+            self._ready.pop(seq, None)
+
+    def wait_slice(self, seq: int, timeout_s: float, final: bool = True) -> Optional[Reply]:
+        """``wait`` for at most timeout_s; with final False a miss keeps seq outstanding (and is no timeout)."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._lock:
             if seq in self._ready:
@@ -155,8 +165,9 @@ class CloudLink:
             while True:
                 reply = self._receive(deadline)
                 if reply is None:
-                    self._outstanding.pop(seq, None)
-                    self.stats["timeouts"] += 1
+                    if final:
+                        self._outstanding.pop(seq, None)
+                        self.stats["timeouts"] += 1
                     return None
                 if reply.kind == "pong":
                     continue
