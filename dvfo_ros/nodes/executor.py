@@ -56,7 +56,8 @@ PARAMS = [
           "artifact for the dataset, else untrained at the model's size and classes; the cloud serves model only)",
           read_only=True),
     Param("edge_server_endpoint", "", "ZeroMQ endpoint of the LAN edge server a policy's target 'edge' uses "
-          "('' = the cloud endpoint serves it too)", read_only=True),
+          "('' = the cloud endpoint serves it too; a comma-separated list fails over as cloud_endpoint does)",
+          read_only=True),
     Param("deadline_ms", 200.0, "per-frame deadline for the cloud part; later answers are dropped", 1.0, 10000.0),
     Param("offload_ratio", 0.0, "xi until the policy sends an action", 0.0, 1.0),
     Param("fusion_weight", -1.0, "lambda until the policy sends one (-1 = the model's lambda table)", -1.0, 1.0),
