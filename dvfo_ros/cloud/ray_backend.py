@@ -13,7 +13,7 @@ How the work reaches the replicas (``RayPool``, the ``InstancePool`` interface t
 - by default (``--ray-batching front``) the front forms the batches, as the in-process heuristic does: up to
   ``--max-batch`` requests per call, one call in flight per replica, started by the deadline-aware rule of
   ``dvfo_ros.cloud.scheduled``. Measured on 2 CPU cores (``dvfo-bench serve``, README "A fleet"): 2 replicas
-  carried 8 robots at 70 requests/s in time this way and at 9/s with one Serve call per request.
+  carried 8 robots at 63 requests/s in time this way and at 35/s with one Serve call per request.
 - ``--ray-batching serve``: each request goes on its own; Serve's router spreads them over the replicas and
   ``@serve.batch`` batches those waiting at one replica (``max_batch_size`` = ``--max-batch``,
   ``batch_wait_timeout_s`` = ``--batch-window-ms``, both live settings through Serve's ``user_config``).
