@@ -24,7 +24,7 @@ PASSED = ("params_file", "model", "device_profile", "policy_mode", "backend", "u
 
 
 def _launch(context):
-    from dvfo_ros.cli.pipeline import _local_endpoint, load_params
+    from dvfo_ros.cli.pipeline import _local_endpoint, load_params, several_fronts
     share = get_package_share_directory("dvfo_ros")
     robots = int(LaunchConfiguration("robots").perform(context))
     if robots < 1:
@@ -38,9 +38,8 @@ def _launch(context):
     if LaunchConfiguration("edge_only").perform(context).strip().lower() in ("1", "true", "yes", "on"):
         endpoint = "none"
     actions = []
-    if "," in endpoint:   # several fronts (the executors fail over between them): each runs its own dvfo-cloud
-        actions.append(LogInfo(msg=f"dvfo_ros: cloud_endpoint lists several fronts ({endpoint}); "
-                                   "not starting a cloud server (run dvfo-cloud behind each)"))
+    if several_fronts(endpoint):   # the executors fail over between fronts that each run their own dvfo-cloud
+        actions.append(LogInfo(msg=f"dvfo_ros: {several_fronts(endpoint)}"))
     elif endpoint.lower() not in ("none", "off") and _local_endpoint(endpoint):
         exe = os.path.join(get_package_prefix("dvfo_ros"), "lib", "dvfo_ros", CLOUD_EXECUTABLE)
         actions.append(ExecuteProcess(cmd=[exe] + cloud_arguments(endpoint, executor), name="cloud",

@@ -198,7 +198,7 @@ def test_open_link_reads_the_parameter():
 
 
 def test_the_robot_gets_cloud_answers_with_its_first_front_dead():
-    from dvfo_ros.cli.cloud import make_tail_runner
+    from dvfo_ros.cloud.tail import make_tail_runner
     from dvfo_ros.core.inference.edge import EdgeInference
     from dvfo_ros.core.inference.spec import ModelSpec
     model = ModelSpec(model="resnet18", input_size=32, num_classes=10, artifact="none").load()

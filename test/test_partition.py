@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dvfo_ros.cli.cloud import make_tail_runner
+from dvfo_ros.cloud.tail import make_tail_runner
 from dvfo_ros.cloud.server import CloudServer
 from dvfo_ros.core.inference.collab import CollaborativeModel
 from dvfo_ros.core.inference.edge import EdgeInference

@@ -99,7 +99,7 @@ def test_the_real_server_serves_under_a_scheduler_on_concurrent_instances_with_p
 
     import torch
 
-    from dvfo_ros.cli.cloud import make_tail_runner
+    from dvfo_ros.cloud.tail import make_tail_runner
     from dvfo_ros.cloud.batching import collab_batch_runner
     from dvfo_ros.cloud.instances import InstancePool, sample_items
     from dvfo_ros.cloud.server import CloudServer

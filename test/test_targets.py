@@ -150,7 +150,7 @@ def test_the_edge_core_runs_the_cpu_target_on_the_cpu_and_answers_as_the_gpu_tar
 
 
 def test_the_edge_target_goes_to_the_edge_server_s_link_not_the_cloud_s():
-    from dvfo_ros.cli.cloud import make_tail_runner
+    from dvfo_ros.cloud.tail import make_tail_runner
     from dvfo_ros.cloud.server import CloudServer
     from dvfo_ros.core.wire.link import CloudLink
     model = CollaborativeModel.from_zoo("resnet18", None, 10, 32)

@@ -16,8 +16,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-
-from dvfo_ros.cloud.tail import make_tail_runner, pick_device as _pick_device  # noqa: F401 (re-exported)
+from dvfo_ros.cloud.tail import make_tail_runner, pick_device
 from dvfo_ros.core.inference.spec import ModelSpec
 from dvfo_ros.core.signals import install_handlers, restore_handlers
 
@@ -195,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
         # the Ray backend's replicas pick their own device; its front only reads the model's contract, on the CPU
-        device = _pick_device(args.device) if args.backend == "inprocess" else "cpu"
+        device = pick_device(args.device) if args.backend == "inprocess" else "cpu"
         keys = _curve_keys(args)
         model = load_collab_model(args)
         spec = ModelSpec.from_args(args)

@@ -111,13 +111,21 @@ def _local_endpoint(endpoint: str) -> bool:
     return endpoint.startswith(("tcp://127.", "tcp://localhost", "ipc://", "inproc://"))
 
 
+def several_fronts(endpoint: str) -> str:
+    """'' for one endpoint (or none); else why no local cloud server is started (dvfo-pipeline and both launch
+    files say it): the robots fail over between fronts that each run their own dvfo-cloud."""
+    if len([e for e in endpoint.split(",") if e.strip()]) < 2:
+        return ""
+    return (f"cloud_endpoint lists several fronts ({endpoint}): not starting a cloud server; each front must be "
+            "running (dvfo-cloud behind each)")
+
+
 def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen]:
     """Start dvfo-cloud as a child when the endpoint is local and nothing answers there."""
     ex = p.get("executor", {})
     endpoint = ex.get("cloud_endpoint", "tcp://127.0.0.1:5555")
-    if endpoint and "," in endpoint:
-        log(f"cloud_endpoint lists several fronts ({endpoint}): not starting a cloud server; each front must "
-            "be running (dvfo-cloud behind each)")
+    if several_fronts(endpoint):
+        log(several_fronts(endpoint))
         return None
     if not endpoint or not _local_endpoint(endpoint):
         return None

@@ -40,12 +40,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from dvfo_ros.cloud.tail import pick_device as _pick_device
+    from dvfo_ros.cloud.tail import pick_device
     from dvfo_ros.cloud.instances import measure_tail
     from dvfo_ros.core.twin.server import ServerProfile
 
     torch.set_num_threads(args.threads)
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     spec = ModelSpec.from_args(args)
     model = spec.load()
     table = measure_tail(model, device, range(1, args.max_batch + 1), range(1, args.max_instances + 1),
