@@ -159,3 +159,26 @@ def test_default_accuracy_table_grows_with_offload():
     assert vals[0] == 0 and all(b >= a for a, b in zip(vals, vals[1:]))
     env = SimEnv(seed=6, accuracy_table={0.0: 0.0, 1.0: 0.5})
     assert float(env.accuracy_loss(1.0)) == pytest.approx(0.5)
+
+
+def test_an_answer_due_after_the_executors_deadline_is_not_waited_for():
+    """On a dropout (0.1 Mbps, 600 ms RTT) the robot's executor stops waiting at its deadline: the twin's frame
+    ends there too, answered from the channels it kept (an accuracy violation), or, when every channel went,
+    with the whole tail run here after the wait; the oracle prices the same frame the same way."""
+    from dvfo_ros.core.io.traces import NetworkTrace
+    from dvfo_ros.core.mdp.context import CLOUD_DEADLINE_MS
+    dropout = NetworkTrace(np.array([0.0]), np.array([0.1]), np.array([600.0]))
+    env, patient = SimEnv(trace=dropout, seed=4), SimEnv(trace=dropout, seed=4, cloud_deadline_ms=None)
+    local = env.clone().step(env.action_space.max_action(0.0))[3]
+    latency = {}
+    for xi in (0.3, 1.0):
+        a = env.action_space.max_action(xi)
+        _, r, _, info = env.clone().step(a, decision_on_path=False)
+        waited = patient.clone().step(a)[3]
+        assert info["fallback"] and not waited["fallback"] and waited["latency_ms"] > 600.0
+        assert CLOUD_DEADLINE_MS <= info["latency_ms"] < CLOUD_DEADLINE_MS + local["latency_ms"]
+        assert info["accuracy_violation"] == (xi < 1.0)
+        i = next(j for j, b in enumerate(env.action_space.all_actions()) if np.array_equal(b, a))
+        assert env.rewards_of_all_actions()[i] == pytest.approx(r)
+        latency[xi] = info["latency_ms"]
+    assert latency[1.0] > latency[0.3]             # nothing of the tail had run: it runs after the wait

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from dvfo_ros.core.policies.fleet import fleet, run_fleet, train_mcia
+from dvfo_ros.core.mdp import ActionSpace
+from dvfo_ros.core.twin import load_profile
+from dvfo_ros.core.policies import make_policy
+from dvfo_ros.core.policies.fleet import DvfoRobots, fleet, link_sampler, run_fleet, train_mcia
 from dvfo_ros.core.twin.fleet import (ACCURACY_SENSITIVE, Robot, Server, _waterfill, allocate, best_joint,
-                                      equal_shares, evaluate)
+                                      equal_shares, evaluate, option_cost)
 
 
 def _weighted(x: np.ndarray, need: np.ndarray) -> float:
@@ -75,9 +78,45 @@ def test_mcia_sends_an_accuracy_sensitive_nano_to_the_server_only_while_its_link
 def test_bench_robots_prints_every_policy_and_refuses_a_bad_one(tmp_path, capsys):
     from dvfo_ros.cli.bench import main
     out = tmp_path / "f.json"
-    assert main(["--robots", "2", "--train-episodes", "200", "--steps", "5", "--json", str(out)]) == 0
+    assert main(["--robots", "2", "--train-episodes", "200", "--dvfo-steps", "600", "--steps", "5",
+                 "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["policy"] for r in rows] == ["mcia", "neurosurgeon", "all_local", "all_upload", "oracle"]
-    assert all(len(r["latency_ms_p95"]) == 2 for r in rows)
+    assert [r["policy"] for r in rows] == ["mcia", "neurosurgeon", "dvfo", "all_local", "all_upload", "oracle"]
+    assert all(len(r["latency_ms_p95"]) == 2 and len(r["energy_j_per_frame"]) == 2 for r in rows)
+    assert "dvfo" in capsys.readouterr().out
     assert main(["--robots", "2", "--policies", "mcia,fastest"]) == 2
     assert "fastest" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_every_row_is_priced_by_the_board_twin_the_options_were_priced_on():
+    robots, server = fleet(3), Server(gmacs_per_s=4000.0, uplink_mbps=200.0)
+    links, rtt = [60.0, 5.0, 60.0], [5.0, 5.0, 5.0]
+    choice = best_joint(robots, links, rtt, server)[0]
+    x, y = allocate(robots, choice, links, server)
+    lat = evaluate(robots, choice, links, rtt, server)[1]
+    costs = [option_cost(r, o, x[i], y[i], links[i], rtt[i], server) for i, (r, o) in enumerate(zip(robots, choice))]
+    assert [c.total_ms for c in costs] == pytest.approx(list(lat), rel=1e-6)
+    assert all(c.energy_j > 0 for c in costs)
+
+
+def _fixed(name, robots):
+    return {(r.profile, r.versions[0], r.slo_ms, r.input_size):
+            make_policy(name, ActionSpace.from_profile(load_profile(r.profile))) for r in robots}
+
+
+def test_dvfo_robots_pay_for_the_server_they_share():
+    """DVFO's row prices each robot's clocks and xi on its board at equal shares: kept local at top clocks it
+    is all_local; sending every channel, three robots wait longer for a third of the server than one does."""
+    server = Server(gmacs_per_s=500.0)
+    robots = fleet(3)
+    local = run_fleet("dvfo", robots, 5, server, dvfo_agents=_fixed("edge_only", robots))
+    assert local["latency_ms_mean"] == pytest.approx(run_fleet("all_local", robots, 5, server)["latency_ms_mean"],
+                                                     rel=1e-6)
+    links = link_sampler("heldout_wifi_dropouts")(np.random.default_rng(0), 3, 4)
+    one = DvfoRobots(robots[:1], _fixed("cloud_only", robots), links, server, seed=0)
+    three = DvfoRobots(robots, _fixed("cloud_only", robots), links, server, seed=0)
+    steady = [np.array([60.0] * 3), np.array([5.0] * 3)]
+    lat1, joules1, _ = one.step(steady[0][:1], steady[1][:1])
+    lat3, joules3, top1 = three.step(*steady)
+    assert lat3[0] > lat1[0] and joules3[0] > joules1[0]
+    assert np.all(top1 < 0.8086) and np.all(top1 > 0.75)     # resnet50's top-1 less the loss of sending every channel

@@ -27,7 +27,7 @@ from dvfo_ros.core.inference.device import DEVICES, resolve_device
 from dvfo_ros.core.inference.edge import Clocks, EdgeInference, resize_mode
 from dvfo_ros.core.inference.models import ZOO
 from dvfo_ros.core.inference.spec import ModelSpec
-from dvfo_ros.core.mdp.context import TARGETS
+from dvfo_ros.core.mdp.context import CLOUD_DEADLINE_MS, TARGETS
 from dvfo_ros.core.mdp.observation import ObservationTracker
 from dvfo_ros.core.policies.base import reads_importance
 from dvfo_ros.msg import DeviceState, DvfoAction, FrameLabel, InferenceResult, Observation
@@ -58,7 +58,8 @@ PARAMS = [
     Param("edge_server_endpoint", "", "ZeroMQ endpoint of the LAN edge server a policy's target 'edge' uses "
           "('' = the cloud endpoint serves it too; a comma-separated list fails over as cloud_endpoint does)",
           read_only=True),
-    Param("deadline_ms", 200.0, "per-frame deadline for the cloud part; later answers are dropped", 1.0, 10000.0),
+    Param("deadline_ms", CLOUD_DEADLINE_MS, "per-frame deadline for the cloud part; later answers are dropped "
+          "(the twin the policy trained in waits as long: core.mdp.context.CLOUD_DEADLINE_MS)", 1.0, 10000.0),
     Param("offload_ratio", 0.0, "xi until the policy sends an action", 0.0, 1.0),
     Param("fusion_weight", -1.0, "lambda until the policy sends one (-1 = the model's lambda table)", -1.0, 1.0),
     Param("top_k", 5, "classes reported per frame", 1, 100),

@@ -23,6 +23,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 TARGETS = ("gpu", "cpu", "edge", "cloud")
+# How long the robot's executor waits for the cloud's answer, from the frame's start (its ``deadline_ms``
+# parameter's default); the twin finishes a frame without an answer due later (``DeviceTwin.frame_cost``).
+CLOUD_DEADLINE_MS = 200.0
 REMOTE_TARGETS = ("edge", "cloud")
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dvfo_ros.core.mdp.actions import NO_EXTRAS, ActionExtras, ActionLike, ActionSpace
-from dvfo_ros.core.mdp.context import REMOTE_TARGETS, Conditions, check_target
+from dvfo_ros.core.mdp.context import CLOUD_DEADLINE_MS, REMOTE_TARGETS, Conditions, check_target
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms, soc_energy_j
 from dvfo_ros.core.mdp.features import build_state, importance_summary, observe
 from dvfo_ros.core.mdp.reward import DEFAULT_ACCURACY_TABLE, RewardConfig, cost, penalty
@@ -72,7 +72,8 @@ class SimEnv(OracleTables):
                  concentration_range: Tuple[float, float] = (0.3, 3.0), input_size: int = 224,
                  num_classes: int = 1000, arrival: str = "camera",
                  latency_slo_ms: Optional[float] = None,
-                 conditions: "Conditions | Dict[str, Any] | None" = None, variants: Sequence[str] = ()) -> None:
+                 conditions: "Conditions | Dict[str, Any] | None" = None, variants: Sequence[str] = (),
+                 cloud_deadline_ms: Optional[float] = CLOUD_DEADLINE_MS) -> None:
         from dvfo_ros.core.io.traces import NetworkTrace, TraceMix, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
@@ -109,13 +110,15 @@ class SimEnv(OracleTables):
         self.period_ms: Optional[float] = 1000.0 / self.fps if arrival == "camera" else None
         self.episode_frames = int(episode_frames)
         self.cloud_gflops = float(cloud_gflops)
+        # the executor's wait for the cloud (None: forever); a frame whose answer comes later ends without it
+        self.cloud_deadline_ms = None if cloud_deadline_ms is None else float(cloud_deadline_ms)
         # None: the codec's measured wire bytes per value at each xi (twin.COMPRESSION_BY_XI)
         self.bytes_per_channel_elem = None if bytes_per_channel_elem is None else float(bytes_per_channel_elem)
         self.concentration_range = (float(concentration_range[0]), float(concentration_range[1]))
         # offloadable units the importance is drawn over: channels of a CNN map, tokens of a ViT's
         self.channels = self.workload.units
         self._mean_mass = self._mean_offloaded_mass()
-        self._table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray]] = {}
+        self._table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._partition_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray]] = {}
         self._target_cache: Dict[Tuple[float, ...], List[Tuple[ActionExtras, np.ndarray, Priced]]] = {}
         if reward_cfg is None:
@@ -162,9 +165,24 @@ class SimEnv(OracleTables):
         rel = _offloaded_mass(xi, summary) / np.interp(xi, xis, self._mean_mass)
         return np.where(np.asarray(xi) > 0, base * rel, 0.0)
 
+    def frame_accuracy_loss(self, xi: Any, fallback: Any) -> Any:
+        """``accuracy_loss``, where a frame whose cloud answer missed the deadline (``fallback``) answers from
+        the channels it kept (the executor's fusion weight 1 on the edge's part). That loss is not measured:
+        our stand-in is the table's largest (its xi = 1 loss, 1.5 points by default, over the default bound,
+        so such a frame is an accuracy violation too); at xi = 1 the executor ran the whole tail: no loss."""
+        xi, fell = np.asarray(xi, dtype=float), np.asarray(fallback, dtype=bool)
+        return np.where(fell, np.where(xi < 1.0, max(self.accuracy_table.values()), 0.0), self.accuracy_loss(xi))
+
     def network_now(self) -> Tuple[float, float]:
         """(bandwidth_mbps, rtt_ms) the coming frame will meet (the policy only sees an estimate)."""
         return self.trace.at(self.t_s)
+
+    def probe(self) -> np.ndarray:
+        """The state with its network estimate refreshed to the link the coming frame meets (a link probe just
+        before deciding, as the fleet's robots get); everything else is what the last frame left."""
+        bw, rtt = self.network_now()
+        self._obs.update(bandwidth_mbps=float(bw), rtt_ms=float(rtt))
+        return self._state()
 
     def predict(self, action: ActionLike, bandwidth_mbps: float, rtt_ms: float) -> Tuple[float, float]:
         """Noise-free (energy J, latency ms) of one action under a given network (a latency model)."""
@@ -172,7 +190,8 @@ class SimEnv(OracleTables):
         fc = self._exact_twin.frame_cost(self.workload, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
                                          cmd["offload_ratio"], bandwidth_mbps, rtt_ms,
                                          bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                         cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms)
+                                         cloud_gflops=self.cloud_gflops, frame_period_ms=self.period_ms,
+                                         deadline_ms=self.cloud_deadline_ms)
         return float(fc.energy_j), float(fc.total_ms)
 
     @property
@@ -260,7 +279,8 @@ class SimEnv(OracleTables):
             cmd = dict(cmd, offload_ratio=1.0 if remote and split < len(work.layers) else 0.0)
         fc = self.twin.frame_cost(work, cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"],
                                   cmd["offload_ratio"], bw, rtt, bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                  cloud_gflops=gflops, on_cpu=target == "cpu", corunner=self.corunner)
+                                  cloud_gflops=gflops, on_cpu=target == "cpu", corunner=self.corunner,
+                                  deadline_ms=self.cloud_deadline_ms)
         on_path_ms = max(float(decision_ms), 0.0) if decision_on_path else 0.0
         idle_w = self.twin.idle_power_w(cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"])
         latency_ms = fc.total_ms + on_path_ms
@@ -268,7 +288,8 @@ class SimEnv(OracleTables):
         interval_ms = float(frame_interval_ms(self.period_ms, latency_ms))
         energy_j = float(frame_energy_j(fc.energy_j, fc.total_ms, idle_w, interval_ms))
         soc_j = float(self.soc_energy_j(energy_j, interval_ms))
-        acc_loss = float(self.accuracy_loss(cmd["offload_ratio"])) if split < 0 else self.variants.get(variant, 0.0)
+        acc_loss = float(self.frame_accuracy_loss(cmd["offload_ratio"], fc.fallback)) if split < 0 \
+            else self.variants.get(variant, 0.0)
         cfg = self.episode_reward_cfg
         c = float(cost(energy_j, latency_ms, cfg))
         pen = float(penalty(latency_ms, acc_loss, cfg))
@@ -291,6 +312,7 @@ class SimEnv(OracleTables):
                 "accuracy_violation": acc_loss > cfg.accuracy_loss_bound + 1e-12,
                 "command": cmd, "bandwidth_mbps": bw, "rtt_ms": rtt, "edge_ms": fc.edge_ms,
                 "transfer_ms": fc.transfer_ms, "bytes_sent": fc.bytes_sent, "power_w": fc.power_w,
+                "fallback": fc.fallback,
                 "temperature_c": self.twin.temperature_c, "interval_ms": interval_ms,
                 "cpu_util": fc.cpu_util, "gpu_util": fc.gpu_util, "emc_util": fc.emc_util,
                 "split_index": split if split >= 0 else int(self.workload.split), "model_variant": variant}

@@ -23,7 +23,7 @@ Priced = Tuple[np.ndarray, np.ndarray]      # (energy J, latency ms) of a set of
 class OracleTables:
     """The noise-free tables of ``SimEnv`` (see the module docstring)."""
 
-    _table_cache: Dict[Tuple[float, ...], Priced]
+    _table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]]
     _partition_cache: Dict[Tuple[float, ...], Priced]
     _target_cache: Dict[Tuple[Any, ...], List[Tuple[ActionExtras, np.ndarray, Priced]]]
     action_space: Any
@@ -34,6 +34,7 @@ class OracleTables:
     cloud_gflops: float
     bytes_per_channel_elem: Optional[float]
     period_ms: Optional[float]
+    cloud_deadline_ms: Optional[float]
     _exact_twin: Any
 
     if TYPE_CHECKING:       # SimEnv's own
@@ -45,24 +46,33 @@ class OracleTables:
 
         def accuracy_loss(self, xi: Any, summary: Any = None) -> Any: ...
 
+        def frame_accuracy_loss(self, xi: Any, fallback: Any) -> Any: ...
+
         def network_now(self) -> Tuple[float, float]: ...
 
         def workload_at(self, split: int, variant: str = "") -> "Workload": ...
 
     def outcome_table(self, bandwidth_mbps: float, rtt_ms: float) -> Tuple[np.ndarray, np.ndarray]:
         """(energy J, latency ms) of every joint action (``action_space.all_actions()`` order), cached."""
+        return self._outcomes(bandwidth_mbps, rtt_ms)[:2]
+
+    def _outcomes(self, bandwidth_mbps: float, rtt_ms: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``outcome_table`` and whether each action's answer misses the deadline (``fallback``)."""
         key = (round(float(bandwidth_mbps), 6), round(float(rtt_ms), 6), *self.corunner)
         if key not in self._table_cache:
             if len(self._table_cache) > 4096:
                 self._table_cache.clear()
-            self._table_cache[key] = self._price(self.workload, self.action_space.all_actions(), None, key[:2])
+            fallback = np.zeros(len(self.action_space.all_actions()), dtype=bool)
+            self._table_cache[key] = (*self._price(self.workload, self.action_space.all_actions(), None, key[:2],
+                                                   fallback=fallback), fallback)
         return self._table_cache[key]
 
     def _price(self, work: "Workload", actions: np.ndarray, xi: Optional[float],
                network: Tuple[float, float], cloud_gflops: Optional[float] = None,
-               on_cpu: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+               on_cpu: bool = False, fallback: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Noise-free (energy J, latency ms) of each action on ``work`` under ``network`` (bandwidth, RTT) and
-        this episode's co-runners; ``xi`` None: each action's own offload ratio."""
+        this episode's co-runners; ``xi`` None: each action's own offload ratio. ``fallback``: filled with
+        whether each action's answer would miss the executor's deadline."""
         s = self.action_space
         energy = np.empty(len(actions))
         latency = np.empty(len(actions))
@@ -72,16 +82,18 @@ class OracleTables:
                                              s.offload_ratios[a[3]] if xi is None else xi, network[0], network[1],
                                              bytes_per_channel_elem=self.bytes_per_channel_elem,
                                              cloud_gflops=gflops, frame_period_ms=self.period_ms, on_cpu=on_cpu,
-                                             corunner=self.corunner)
+                                             corunner=self.corunner, deadline_ms=self.cloud_deadline_ms)
             energy[i], latency[i] = fc.energy_j, fc.total_ms
+            if fallback is not None:
+                fallback[i] = fc.fallback
         return energy, latency
 
     def rewards_of_all_actions(self) -> np.ndarray:
         """Reward every joint action would earn on the coming frame (noise-free): the oracle's view."""
         bw, rtt = self.network_now()
-        energy, latency = self.outcome_table(bw, rtt)
+        energy, latency, fallback = self._outcomes(bw, rtt)
         xis = np.asarray(self.action_space.offload_ratios)[self.action_space.all_actions()[:, 3]]
-        return reward_array(energy, latency, self.accuracy_loss(xis), self.episode_reward_cfg)
+        return reward_array(energy, latency, self.frame_accuracy_loss(xis, fallback), self.episode_reward_cfg)
 
     def partition_actions(self) -> np.ndarray:
         """The clock levels a whole-layer cut can run at: every joint action with xi at its top level."""

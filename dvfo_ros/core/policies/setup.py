@@ -37,6 +37,7 @@ class TwinSetup:
     edge_users: Tuple[int, int] = (0, 0)         # other robots on it, drawn per episode
     accuracy_bounds: Optional[Tuple[float, ...]] = None   # accuracy requirements an episode draws one of
     variants: Tuple[str, ...] = ()               # zoo models a policy may run instead (model_variant)
+    cloud_gflops: float = 30000.0                # the cloud's rate on the offloaded tail (the twin's FLOP count/s)
 
     @classmethod
     def from_options(cls, options: Any) -> "TwinSetup":
@@ -52,7 +53,7 @@ class TwinSetup:
                      conditions={"corunner": tuple(self.corunner), "edge_users": tuple(self.edge_users),
                                  "edge_server": bool(self.edge_server),
                                  "accuracy_bounds": list(self.accuracy_bounds) if self.accuracy_bounds else None},
-                     variants=tuple(self.variants))
+                     variants=tuple(self.variants), cloud_gflops=self.cloud_gflops)
         e_ref, t_ref = env.reference_cost()
         env.reward_cfg = RewardConfig(eta=self.eta, latency_slo_ms=self.latency_slo_ms or 1000.0 / self.fps,
                                       accuracy_loss_bound=self.accuracy_bound, energy_ref_j=e_ref,

@@ -31,19 +31,16 @@ trade-off the learned policy exploits. Numbers and their public sources live in 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
 
 import numpy as np
-import yaml
 
-from dvfo_ros.core.errors import DvfoError, one_line
 from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
+from dvfo_ros.core.twin.profile import (DOMAINS, PROFILE_DIR, DeviceProfile, ProfileError,  # noqa: F401 - re-exported
+                                        list_profiles, load_profile)
 from dvfo_ros.core.twin.workload import Workload
 
-DOMAINS = ("cpu", "gpu", "emc")
-PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
 _FUSE_BYTES_PER_CLASS = 4
 
 # Wire bytes per offloaded feature-map value as a function of xi. Measured with the project's codec
@@ -63,166 +60,6 @@ def bytes_per_value_at(offload_ratio: float) -> float:
     return 4.0 / ratio
 
 
-_SCALARS = ("static_w", "gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency",
-            "cpu_macs_per_cycle", "cpu_efficiency", "cpu_pre_cycles", "cpu_post_cycles", "cpu_fuse_cycles",
-            "cpu_cycles_per_kernel")
-
-
-class ProfileError(ValueError, DvfoError):
-    """A profile name/file that cannot be loaded or whose numbers make no physical sense."""
-
-
-@dataclass
-class DeviceProfile:
-    """One edge device's frequency tables and latency/power model (the YAML schema, 1:1).
-
-    Keys (all frequencies in Hz, ascending; see ``profiles/xavier_nx.yaml`` for a commented one):
-
-    - ``name``, ``description``
-    - ``cpu_hz``, ``gpu_hz``, ``emc_hz``: the settable levels of each clock domain
-    - ``voltage_v``: per domain, V(f). Either ``{v_min, v_max, knee_hz}`` (flat at v_min up to
-      knee_hz, then linear to v_max at the top level: the shape of a Tegra DVFS table) or a list
-      with one voltage per table level.
-    - ``c_eff_nf``: per domain, effective switched capacitance (nF): P_dyn = c*1e-9*a*f*V^2
-    - ``leak_w``: per domain, leakage (W) at v_max, scaled by V/v_max
-    - ``idle_activity``: per domain, activity factor a when the domain is idle but clocked
-    - ``static_w``: board power that no clock changes (regulators, carrier, DRAM refresh)
-    - ``gpu_macs_per_cycle``, ``gpu_efficiency``: GPU peak MAC/cycle and achieved fraction
-    - ``emc_bytes_per_cycle``, ``emc_efficiency``: DRAM bytes per EMC clock and achieved fraction
-    - ``cpu_macs_per_cycle``, ``cpu_efficiency``: FP32 MACs per CPU clock over all cores (NEON) and the
-      achieved fraction, for a network run on the CPU alone (the local-CPU target)
-    - ``cpu_pre_cycles``, ``cpu_post_cycles``, ``cpu_fuse_cycles``, ``cpu_cycles_per_kernel``
-    - ``thermal``: ``{r_c_per_w, c_j_per_c, ambient_c}`` first-order RC model of the module
-    - ``rails``: INA3221 rail name -> list of domains it carries (``static`` = the static share,
-      ``all`` = the whole board), so the sim reports power the way tegrastats names it
-    """
-
-    name: str
-    cpu_hz: List[int]
-    gpu_hz: List[int]
-    emc_hz: List[int]
-    description: str = ""
-    # per domain: a V per table level, or a knee fit {v_min, v_max, knee_hz}
-    voltage_v: Dict[str, Union[List[float], Dict[str, float]]] = field(default_factory=dict)
-    c_eff_nf: Dict[str, float] = field(default_factory=dict)
-    leak_w: Dict[str, float] = field(default_factory=dict)
-    idle_activity: Dict[str, float] = field(default_factory=dict)
-    static_w: float = 1.0
-    gpu_macs_per_cycle: float = 256.0
-    gpu_efficiency: float = 0.4
-    emc_bytes_per_cycle: float = 16.0
-    emc_efficiency: float = 0.6
-    cpu_macs_per_cycle: float = 32.0
-    cpu_efficiency: float = 0.25
-    cpu_pre_cycles: float = 2.0e6
-    cpu_post_cycles: float = 0.5e6
-    cpu_fuse_cycles: float = 0.3e6
-    cpu_cycles_per_kernel: float = 2.0e4
-    thermal: Dict[str, float] = field(default_factory=lambda: {"r_c_per_w": 3.0, "c_j_per_c": 40.0,
-                                                               "ambient_c": 25.0})
-    rails: Dict[str, List[str]] = field(default_factory=lambda: {"VDD_IN": ["all"]})
-
-    def __post_init__(self) -> None:
-        # PyYAML reads "3.0e6" as a string (YAML 1.1 wants "3.0e+6"): coerce every scalar knob
-        for key in _SCALARS:
-            try:
-                setattr(self, key, float(getattr(self, key)))
-            except (TypeError, ValueError):
-                raise ProfileError(f"profile {self.name}: {key} must be a number") from None
-        for key in ("c_eff_nf", "leak_w", "idle_activity", "thermal"):
-            try:
-                setattr(self, key, {k: float(v) for k, v in dict(getattr(self, key)).items()})
-            except (TypeError, ValueError):
-                raise ProfileError(f"profile {self.name}: {key} values must be numbers") from None
-        for d in DOMAINS:
-            table = [int(f) for f in getattr(self, f"{d}_hz")]
-            if not table:
-                raise ProfileError(f"profile {self.name}: {d}_hz is empty")
-            if any(b <= a for a, b in zip(table, table[1:])) or table[0] <= 0:
-                raise ProfileError(f"profile {self.name}: {d}_hz must be positive and strictly ascending")
-            setattr(self, f"{d}_hz", table)
-            for key in ("c_eff_nf", "leak_w", "idle_activity"):
-                getattr(self, key).setdefault(d, 0.0)
-                if getattr(self, key)[d] < 0:
-                    raise ProfileError(f"profile {self.name}: {key}.{d} must be >= 0")
-            self.voltage_v.setdefault(d, {"v_min": 1.0, "v_max": 1.0, "knee_hz": table[-1]})
-            v = self.voltage_v[d]
-            if isinstance(v, list) and len(v) != len(table):
-                raise ProfileError(f"profile {self.name}: voltage_v.{d} has {len(v)} values for "
-                                   f"{len(table)} levels")
-            if isinstance(v, dict) and not {"v_min", "v_max"} <= set(v):
-                raise ProfileError(f"profile {self.name}: voltage_v.{d} needs v_min and v_max")
-        for key in ("gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency",
-                    "cpu_macs_per_cycle", "cpu_efficiency"):
-            if not getattr(self, key) > 0:
-                raise ProfileError(f"profile {self.name}: {key} must be > 0")
-
-    def table(self, domain: str) -> List[int]:
-        return list(getattr(self, f"{domain}_hz"))
-
-    def volts(self, domain: str, freq_hz: float) -> float:
-        """V(f) of a domain: the table value (interpolated) or the knee fit."""
-        table = self.table(domain)
-        v = self.voltage_v[domain]
-        if isinstance(v, list):
-            return float(np.interp(freq_hz, table, [float(x) for x in v]))
-        v_min, v_max = float(v["v_min"]), float(v["v_max"])
-        knee = float(v.get("knee_hz", table[0]))
-        top = float(table[-1])
-        if freq_hz <= knee or top <= knee:
-            return v_min
-        return v_min + (v_max - v_min) * min(1.0, (freq_hz - knee) / (top - knee))
-
-    def v_max(self, domain: str) -> float:
-        return self.volts(domain, self.table(domain)[-1])
-
-    def to_yaml(self, path: str) -> None:
-        """Write this profile in the schema ``load_profile`` reads (what ``dvfo-profile`` emits)."""
-        data = asdict(self)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"# dvfo_ros device profile '{self.name}'; schema: see DeviceProfile docstring\n")
-            yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None)
-
-
-def list_profiles() -> List[str]:
-    """Names of the profiles shipped with the package."""
-    return sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
-
-
-def load_profile(name_or_path: "str | DeviceProfile") -> DeviceProfile:
-    """A shipped profile by name ("nano", "tx2", "xavier_nx", "orin_nx") or a YAML file path."""
-    if isinstance(name_or_path, DeviceProfile):
-        return name_or_path
-    path = str(name_or_path)
-    if not (path.endswith((".yaml", ".yml")) or os.sep in path):
-        path = os.path.join(PROFILE_DIR, f"{name_or_path}.yaml")
-        if not os.path.isfile(path):
-            raise ProfileError(f"unknown profile '{name_or_path}'; choose one of "
-                               f"{', '.join(list_profiles())} or give a YAML path")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {one_line(exc)}") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"profile {path} must be a mapping")
-    known = set(DeviceProfile.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ProfileError(f"profile {path}: unknown keys {', '.join(unknown)}")
-    missing = [k for k in ("name", "cpu_hz", "gpu_hz", "emc_hz") if k not in data]
-    if missing:
-        raise ProfileError(f"profile {path}: missing keys {', '.join(missing)}")
-    try:
-        return DeviceProfile(**data)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ProfileError):
-            raise
-        raise ProfileError(f"profile {path}: {exc}") from None
-
-
 @dataclass
 class FrameCost:
     """Cost of one frame. ``edge_ms`` is edge compute (busy) time; ``total_ms`` is end to end."""
@@ -238,6 +75,7 @@ class FrameCost:
     emc_util: float
     bytes_sent: int
     rails_w: Dict[str, float] = field(default_factory=dict)
+    fallback: bool = False   # the cloud's answer would come after the deadline: the frame finished without it
 
 
 class DeviceTwin:
@@ -312,7 +150,8 @@ class DeviceTwin:
                    offload_ratio: float, bandwidth_mbps: float, rtt_ms: float, *,
                    bytes_per_channel_elem: Optional[float] = None, edge_tail_fraction: Optional[float] = None,
                    cloud_gflops: float = 30000.0, frame_period_ms: Optional[float] = None,
-                   on_cpu: bool = False, corunner: Tuple[float, float] = (0.0, 0.0)) -> FrameCost:
+                   on_cpu: bool = False, corunner: Tuple[float, float] = (0.0, 0.0),
+                   deadline_ms: Optional[float] = None) -> FrameCost:
         """Latency/energy of one frame: head on the edge, share ``offload_ratio`` (xi) of the
         split's channels to the cloud, the rest of the tail on the edge, in parallel.
 
@@ -321,7 +160,11 @@ class DeviceTwin:
         these clocks after the frame finishes), see the module docstring. None: busy energy only.
         ``on_cpu``: the edge's stages run on the CPU cores (the local-CPU target; the GPU idles at its clock).
         ``corunner``: the (CPU, GPU) share other processes hold (interference): this frame's compute there
-        stretches by 1 / (1 - share), and the board's utilisation (so its power) counts the co-runners too."""
+        stretches by 1 / (1 - share), and the board's utilisation (so its power) counts the co-runners too.
+        ``deadline_ms``: the executor's wait for the cloud (its ``deadline_ms``, counted from the frame's start).
+        An answer due later is not waited for: the frame ends at the deadline (or when the local tail is done)
+        without it, and when nothing of the tail stayed local (xi = 1, or a whole-layer cut) the tail then runs
+        here, as the executor does (``fallback``). None: the answer is always waited for."""
         p = self.profile
         co = (min(max(float(corunner[0]), 0.0), 0.95), min(max(float(corunner[1]), 0.0), 0.95))
         shares = (1.0 - co[0], 1.0 - co[1])
@@ -336,13 +179,7 @@ class DeviceTwin:
             frac = 1.0 if layer["where"] == "head" else tail_frac
             if frac <= 0.0:
                 continue
-            st = self.stage_times_s(layer, cpu_hz, gpu_hz, emc_hz, frac, on_cpu, shares)
-            if on_cpu:
-                busy["cpu"] += max(st["cpu"], st["mem"])
-            else:
-                busy["gpu"] += max(st["gpu"], st["mem"])   # GPU is "busy" (GR3D load) while stalled too
-                busy["cpu"] += st["cpu"]
-            busy["emc"] += st["mem"]
+            st = self._run_stage(busy, layer, cpu_hz, gpu_hz, emc_hz, frac, on_cpu, shares)
             if layer["where"] == "head":
                 t_head += st["t"]
             else:
@@ -365,8 +202,20 @@ class DeviceTwin:
             t_head *= self._jitter()
             t_tail *= self._jitter()
             transfer_s *= self._jitter()
-        edge_s = t_cpu_pre + t_head + t_tail + t_fuse + t_cpu_post
-        total_s = t_cpu_pre + t_head + max(t_tail, transfer_s + cloud_s) + t_fuse + t_cpu_post
+        deadline_s = float(deadline_ms) / 1e3 if deadline_ms is not None and xi > 0 else math.inf
+        fallback = t_cpu_pre + t_head + transfer_s + cloud_s > deadline_s
+        if fallback:
+            t_rest = 0.0
+            if tail_frac <= 0.0:      # nothing of the tail ran here: the executor runs all of it after the wait
+                for layer in workload.layers:
+                    if layer["where"] != "head":
+                        t_rest += self._run_stage(busy, layer, cpu_hz, gpu_hz, emc_hz, 1.0, on_cpu, shares)["t"]
+            busy["cpu"] -= t_fuse                  # no answer to fuse
+            edge_s = t_cpu_pre + t_head + t_tail + t_rest + t_cpu_post
+            total_s = max(deadline_s, t_cpu_pre + t_head + t_tail) + t_rest + t_cpu_post
+        else:
+            edge_s = t_cpu_pre + t_head + t_tail + t_fuse + t_cpu_post
+            total_s = t_cpu_pre + t_head + max(t_tail, transfer_s + cloud_s) + t_fuse + t_cpu_post
         util = {d: min(1.0, busy[d] / total_s) for d in DOMAINS}
         util["cpu"] += (1.0 - util["cpu"]) * co[0]      # what tegrastats reads: ours and the co-runners'
         util["gpu"] += (1.0 - util["gpu"]) * co[1]
@@ -383,7 +232,19 @@ class DeviceTwin:
             edge_ms=edge_s * 1e3, transfer_ms=transfer_s * 1e3, cloud_ms=cloud_s * 1e3,
             total_ms=total_s * 1e3, energy_j=energy_j, power_w=power_w,
             cpu_util=util["cpu"], gpu_util=util["gpu"], emc_util=util["emc"],
-            bytes_sent=bytes_sent, rails_w=self.rails_from_domains(parts))
+            bytes_sent=bytes_sent, rails_w=self.rails_from_domains(parts), fallback=bool(fallback))
+
+    def _run_stage(self, busy: Dict[str, float], layer: Dict, cpu_hz: float, gpu_hz: float, emc_hz: float,
+                   fraction: float, on_cpu: bool, shares: Tuple[float, float]) -> Dict[str, float]:
+        """``stage_times_s``, its busy time added to ``busy`` per domain."""
+        st = self.stage_times_s(layer, cpu_hz, gpu_hz, emc_hz, fraction, on_cpu, shares)
+        if on_cpu:
+            busy["cpu"] += max(st["cpu"], st["mem"])
+        else:
+            busy["gpu"] += max(st["gpu"], st["mem"])   # GPU is "busy" (GR3D load) while stalled too
+            busy["cpu"] += st["cpu"]
+        busy["emc"] += st["mem"]
+        return st
 
     def _jitter(self) -> float:
         return float(math.exp(self.rng.normal(0.0, self.noise) - 0.5 * self.noise ** 2))

@@ -28,8 +28,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from dvfo_ros.core.twin.device import DeviceTwin, bytes_per_value_at
-from dvfo_ros.core.twin.workload import partition_points, partition_workload, published_accuracy
+from dvfo_ros.core.twin.device import DeviceTwin, FrameCost, bytes_per_value_at
+from dvfo_ros.core.twin.workload import Workload, partition_points, partition_workload, published_accuracy
 
 ACCURACY_SENSITIVE, LATENCY_SENSITIVE = 0.8, 0.2
 Floats = Union[Sequence[float], np.ndarray]
@@ -50,11 +50,19 @@ class Option:
         return f"{self.version}@{'local' if self.local else self.cut}"
 
 
+@functools.lru_cache(maxsize=8)
+def _board(profile: str) -> DeviceTwin:
+    return DeviceTwin(profile)
+
+
+def top_clocks(profile: str) -> Tuple[float, float, float]:
+    p = _board(profile).profile
+    return p.table("cpu")[-1], p.table("gpu")[-1], p.table("emc")[-1]
+
+
 @functools.lru_cache(maxsize=64)
 def robot_options(profile: str, versions: Tuple[str, ...], input_size: int = 224) -> Tuple[Option, ...]:
-    twin = DeviceTwin(profile)
-    p = twin.profile
-    clocks = (p.table("cpu")[-1], p.table("gpu")[-1], p.table("emc")[-1])
+    twin, clocks = _board(profile), top_clocks(profile)
     out = []
     for v in versions:
         acc = published_accuracy(v)
@@ -144,6 +152,30 @@ def latencies(choices: Sequence[Option], x: np.ndarray, y: np.ndarray, links_mbp
         compute = 1e3 * o.server_gmac / (max(xi, 1e-9) * server.gmacs_per_s)
         out.append(o.edge_ms + transfer + compute)
     return np.array(out)
+
+
+@functools.lru_cache(maxsize=256)
+def option_workload(version: str, cut: int, input_size: int = 224) -> Workload:
+    return partition_workload(version, cut, input_size)
+
+
+def priced(profile: str, work: Workload, clocks: Sequence[float], xi: float, x: float, y: float, link_mbps: float,
+           rtt_ms: float, server: Server) -> FrameCost:
+    """One robot's frame on its board twin at compute share ``x`` and uplink share ``y``: its radio carries
+    min(link, y * uplink) and the server runs at x of its rate. For an option (xi 1 at its cut, or 0) the
+    latency is ``latencies``'s; a share xi of one split's channels (DVFO) overlaps the local tail with the
+    transfer and the server's part, as the twin does. ``energy_j``: the board's energy over the frame."""
+    bw = min(float(link_mbps), y * server.uplink_mbps) if xi > 0 else float(link_mbps)
+    cpu, gpu, emc = clocks
+    return _board(profile).frame_cost(work, cpu, gpu, emc, offload_ratio=xi, bandwidth_mbps=max(bw, 1e-6),
+                                      rtt_ms=rtt_ms, cloud_gflops=max(x, 1e-9) * server.gmacs_per_s)
+
+
+def option_cost(robot: Robot, o: Option, x: float, y: float, link_mbps: float, rtt_ms: float,
+                server: Server) -> FrameCost:
+    """``priced`` for one of the robot's options at top clocks."""
+    return priced(robot.profile, option_workload(o.version, o.cut, robot.input_size), top_clocks(robot.profile),
+                  0.0 if o.local else 1.0, x, y, link_mbps, rtt_ms, server)
 
 
 def utilities(robots: Sequence[Robot], choices: Sequence[Option], lat: np.ndarray) -> np.ndarray:
