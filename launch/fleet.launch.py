@@ -24,7 +24,7 @@ PASSED = ("params_file", "model", "device_profile", "policy_mode", "backend", "u
 
 
 def _launch(context):
-    from dvfo_ros.cli.pipeline import _local_endpoint, load_params, several_fronts
+    from dvfo_ros.cli.pipeline import is_local_endpoint, load_params, several_fronts
     share = get_package_share_directory("dvfo_ros")
     robots = int(LaunchConfiguration("robots").perform(context))
     if robots < 1:
@@ -40,7 +40,7 @@ def _launch(context):
     actions = []
     if several_fronts(endpoint):   # the executors fail over between fronts that each run their own dvfo-cloud
         actions.append(LogInfo(msg=f"dvfo_ros: {several_fronts(endpoint)}"))
-    elif endpoint.lower() not in ("none", "off") and _local_endpoint(endpoint):
+    elif endpoint.lower() not in ("none", "off") and is_local_endpoint(endpoint):
         exe = os.path.join(get_package_prefix("dvfo_ros"), "lib", "dvfo_ros", CLOUD_EXECUTABLE)
         actions.append(ExecuteProcess(cmd=[exe] + cloud_arguments(endpoint, executor), name="cloud",
                                       output="screen"))

@@ -63,7 +63,7 @@ def _overrides(context):
 
 
 def _launch(context):
-    from dvfo_ros.cli.pipeline import _local_endpoint, load_params, several_fronts
+    from dvfo_ros.cli.pipeline import is_local_endpoint, load_params, several_fronts
     params_file = LaunchConfiguration("params_file").perform(context)
     ns = LaunchConfiguration("namespace").perform(context).strip()
     overrides = _overrides(context)
@@ -94,7 +94,7 @@ def _launch(context):
             actions.append(LogInfo(msg="dvfo_ros: edge-only (no cloud_endpoint), no cloud server started"))
         elif several_fronts(endpoint):
             actions.append(LogInfo(msg=f"dvfo_ros: {several_fronts(endpoint)}"))
-        elif not _local_endpoint(endpoint):
+        elif not is_local_endpoint(endpoint):
             actions.append(LogInfo(msg=f"dvfo_ros: cloud_endpoint {endpoint} is not local; "
                                        "not starting a cloud server (run dvfo-cloud there)"))
         else:

@@ -107,7 +107,8 @@ def apply_sets(params: Dict[str, Dict[str, Any]], sets: List[str]) -> None:
         params.setdefault(node, {})[name] = yaml.safe_load(raw)
 
 
-def _local_endpoint(endpoint: str) -> bool:
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for an endpoint on this machine (loopback, ipc, inproc): the one a local dvfo-cloud can serve."""
     return endpoint.startswith(("tcp://127.", "tcp://localhost", "ipc://", "inproc://"))
 
 
@@ -127,7 +128,7 @@ def ensure_cloud(p: Dict[str, Dict[str, Any]], log) -> Optional[subprocess.Popen
     if several_fronts(endpoint):
         log(several_fronts(endpoint))
         return None
-    if not endpoint or not _local_endpoint(endpoint):
+    if not endpoint or not is_local_endpoint(endpoint):
         return None
     from dvfo_ros.core.wire.link import CloudLink
     probe = CloudLink(endpoint)
