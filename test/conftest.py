@@ -8,7 +8,13 @@ os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
 # A domain of our own so parallel runs (and other sessions) do not cross-talk.
 os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
 # Governors on fake sysfs trees record original clocks in a state file: keep those out of /run.
-os.environ.setdefault("DVFO_STATE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="dvfo-state-")))
+# The directory is this run's own and goes when the run ends (it used to stay behind in /tmp, one per run).
+if "DVFO_STATE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+    os.environ["DVFO_STATE_DIR"] = tempfile.mkdtemp(prefix="dvfo-state-")
+    atexit.register(shutil.rmtree, os.environ["DVFO_STATE_DIR"], True)
 
 import torch  # noqa: E402
 
