@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from dvfo_ros.core.errors import DvfoError, one_line
+from dvfo_ros.core.errors import DvfoError
+from dvfo_ros.core.io.yaml_file import read_yaml
 
 DEFAULT_PARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "config", "pipeline.yaml")
@@ -65,13 +66,7 @@ def load_params(path: str, namespace: str = "",
     `/robot1/camera`, `/*/camera`, `/**` (every node); when several keys match a node, later ones
     win, as in rclcpp/rclpy. `nodes` defaults to the pipeline's nodes (dvfo_ros.nodes.graph.NODES)
     plus every node the file names explicitly. Nodes no key matches are left out."""
-    try:
-        with open(path) as f:
-            doc = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise PipelineError(f"cannot read params file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise PipelineError(f"params file {path} is not valid YAML: {one_line(e)}") from None
+    doc = read_yaml(path, "params file", PipelineError) or {}
     if not isinstance(doc, dict):
         raise PipelineError(f"params file {path}: expected 'node: ros__parameters: ...' mappings")
     entries = []

@@ -9,7 +9,8 @@ from typing import Dict, List, Union
 import numpy as np
 import yaml
 
-from dvfo_ros.core.errors import DvfoError, one_line
+from dvfo_ros.core.errors import DvfoError
+from dvfo_ros.core.io.yaml_file import read_yaml
 
 DOMAINS = ("cpu", "gpu", "emc")
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
@@ -150,13 +151,7 @@ def load_profile(name_or_path: "str | DeviceProfile") -> DeviceProfile:
         if not os.path.isfile(path):
             raise ProfileError(f"unknown profile '{name_or_path}'; choose one of "
                                f"{', '.join(list_profiles())} or give a YAML path")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {one_line(exc)}") from None
+    data = read_yaml(path, "profile", ProfileError)
     if not isinstance(data, dict):
         raise ProfileError(f"profile {path} must be a mapping")
     known = set(DeviceProfile.__dataclass_fields__)
