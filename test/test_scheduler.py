@@ -29,6 +29,20 @@ def test_the_fit_recovers_a_known_server_and_the_bundled_one_is_measured():
         load_server_profile("no_such_server")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("name: [unclosed\n", "is not valid YAML"),
+    ("- just\n- a list\n", "is not a YAML mapping"),
+    ("name: t\nbase_ms: 6\ncontention: [1.0]\n", "has no 'per_item_ms'"),
+    ("name: t\nbase_ms: fast\nper_item_ms: 2\ncontention: [1.0]\n", "must be numbers"),
+])
+def test_a_bad_server_profile_file_is_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_server_profile(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_lone_robot_waits_at_most_the_window_and_overload_drops_unrun_requests():
     prof = ServerProfile("t", 8.0, 3.0, (1.0, 1.4))
     q = ServerQueue(prof, window_ms=3.0)

@@ -31,6 +31,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from dvfo_ros.core.io.yaml_file import read_yaml
+
 SERVER_PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles", "servers")
 BATCHES: Tuple[int, ...] = (1, 2, 4, 8)
 INSTANCES: Tuple[int, ...] = (1, 2, 3, 4)
@@ -97,11 +99,20 @@ def load_server_profile(name_or_path: str) -> ServerProfile:
     path = name_or_path if name_or_path.endswith(".yaml") else os.path.join(SERVER_PROFILE_DIR, name_or_path + ".yaml")
     if not os.path.isfile(path):
         raise ValueError(f"no server profile {name_or_path!r} (bundled: {', '.join(list_server_profiles())})")
-    with open(path, encoding="utf-8") as fh:
-        d = yaml.safe_load(fh)
-    return ServerProfile(str(d["name"]), float(d["base_ms"]), float(d["per_item_ms"]),
-                         tuple(float(c) for c in d["contention"]),
-                         {str(k): float(v) for k, v in (d.get("measured_ms") or {}).items()}, str(d.get("source", "")))
+    d = read_yaml(path, "server profile", ValueError)
+    if not isinstance(d, dict):
+        raise ValueError(f"server profile {path} is not a YAML mapping of name, base_ms, per_item_ms, contention")
+    try:
+        return ServerProfile(str(d["name"]), float(d["base_ms"]), float(d["per_item_ms"]),
+                             tuple(float(c) for c in d["contention"]),
+                             {str(k): float(v) for k, v in (d.get("measured_ms") or {}).items()},
+                             str(d.get("source", "")))
+    except KeyError as exc:
+        raise ValueError(f"server profile {path} has no {exc.args[0]!r} (name, base_ms, per_item_ms and "
+                         f"contention are required)") from None
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"server profile {path}: base_ms, per_item_ms, contention and measured_ms must be "
+                         f"numbers (contention a list, measured_ms a mapping)") from None
 
 
 @dataclass
