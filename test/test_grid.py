@@ -141,3 +141,22 @@ def test_a_slow_groups_training_trace_holds_each_bandwidth_for_many_frames():
     seen = [round(float(b), 6) for b in same]
     meets = [round(float(b), 6) for b in same[1:]]
     assert np.mean([a == b for a, b in zip(seen, meets)]) > 0.9    # what the state says is what the next frame meets
+
+
+@pytest.mark.parametrize("workload", ["camera", "back_to_back"])
+def test_a_slow_groups_training_trace_changes_bandwidth_every_few_dozen_frames(workload):
+    """A camera frame moves the env's clock by one period, however long it takes: a hold counted at the
+    edge's pace kept each bandwidth for 131 of the Nano's ViT frames, so 3000 training frames met 23
+    bandwidths and the policy forgot the ones it met first."""
+    from dvfo_ros.core.policies import grid
+    setup = grid.group_train_setup(grid.GridConfig(), ("nano", "vit_b_16", workload, 0.5))
+    env = setup.make_env(3)
+    env.reset(3)
+    bws = []
+    for _ in range(600):                                   # two 300-frame episodes
+        _, _, done, info = env.step(env.action_space.max_action(0.0))
+        bws.append(round(float(info["bandwidth_mbps"]), 6))
+        if done:
+            env.reset()
+    changes = sum(a != b for a, b in zip(bws, bws[1:]))
+    assert 600 / 45 < changes + 1 < 600 / 15                 # ~25 frames per bandwidth, on both workloads
