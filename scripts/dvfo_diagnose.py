@@ -12,7 +12,6 @@ that fell in the cell's network bin, how far Q is from the truth by how often an
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 
 import numpy as np
@@ -59,28 +58,20 @@ def main() -> None:
           f"{len(set(chosen))} distinct actions chosen")
 
     buf, cell = agent.buffer, agent.support.cell(state)
-    taken: collections.Counter = collections.Counter()
-    last: dict = {}
-    for i in range(buf.size):
-        if agent.support.cell(buf.s[i]) == cell:
-            a = tuple(int(x) for x in buf.a[i])
-            taken[a] += 1
-            last[a] = i
+    rows = [i for i in range(buf.size) if agent.support.cell(buf.s[i]) == cell]
     q = agent.q_table(state)
     true = np.asarray(env.rewards_of_all_actions()).reshape(q.shape)
     counts = np.zeros(q.shape)
-    for a, n in taken.items():
-        counts[a] = n
-    print(f"training frames in this network bin: {sum(taken.values())} of {buf.size}, {len(taken)} distinct "
-          f"actions, the last at frame {max(last.values()) if last else '-'}")
+    np.add.at(counts, tuple(buf.a[rows].T), 1)             # times each joint action was taken in this bin
+    print(f"training frames in this network bin: {len(rows)} of {buf.size}, {int((counts > 0).sum())} distinct "
+          f"actions, the last at frame {rows[-1] if rows else '-'}")
     offload = np.zeros(q.shape, bool)
     offload[..., 1:] = True
-    for lo, hi in ((0, 1), (1, 3), (3, 10), (10, 10 ** 9)):
+    for lo, hi, label in ((0, 1, "0-0"), (1, 3, "1-2"), (3, 10, "3-9"), (10, np.inf, "10-more")):
         m = offload & (counts >= lo) & (counts < hi)
         if m.any():
-            print(f"offload actions taken {lo}-{hi - 1 if hi < 10 ** 9 else 'more'} times: {int(m.sum())}, "
+            print(f"offload actions taken {label} times: {int(m.sum())}, "
                   f"Q - true {float((q - true)[m].mean()):+.3f} on average")
-
 
 if __name__ == "__main__":
     main()
