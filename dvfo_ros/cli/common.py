@@ -81,6 +81,9 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
                    metavar="B,B,...", help="accuracy requirements (loss bounds) an episode draws one of")
     p.add_argument("--variants", type=lambda t: tuple(v for v in t.split(",") if v), default=(),
                    metavar="M,M,...", help="zoo models a policy may run instead of --model (e2e_rl's versions)")
+    p.add_argument("--switch-cost", default=d.switch_cost, choices=("profile", "none", "kang2026"),
+                   help="what a clock change costs a frame: the profile's own (the shipped ones: free), none, or "
+                        "kang2026 (Orin Nano: <= 100 us stall, old clock for 1/5/8 ms on CPU/GPU/EMC)")
 
 
 def _pair(kind: type) -> Any:

@@ -58,6 +58,9 @@ class SimEnv(OracleTables):
     (or a ``reward_cfg``). On a time-varying trace the actions then change which network later frames
     meet, and the per-frame oracle is a bound only frame by frame; on a constant trace it stays exact.
 
+    ``switch_cost`` (``twin.switching``; None: the profile's own, which the shipped ones leave free; a name,
+    ``kang2026``, or a ``SwitchCost``): a frame whose command moves a clock pays that domain's stall and runs
+    at its old clock until it settles, so the last frame's clocks (in the state) shape this frame's cost.
     Temperature follows the twin's RC model (it does not feed back into cost in the current twin).
     The frame's accuracy loss is the table's loss at xi scaled by how much attention mass the
     offloaded channels (tokens, for a ViT) carry relative to an average frame.
@@ -73,7 +76,7 @@ class SimEnv(OracleTables):
                  num_classes: int = 1000, arrival: str = "camera",
                  latency_slo_ms: Optional[float] = None,
                  conditions: "Conditions | Dict[str, Any] | None" = None, variants: Sequence[str] = (),
-                 cloud_deadline_ms: Optional[float] = CLOUD_DEADLINE_MS) -> None:
+                 cloud_deadline_ms: Optional[float] = CLOUD_DEADLINE_MS, switch_cost: Any = None) -> None:
         from dvfo_ros.core.io.traces import NetworkTrace, TraceMix, load_trace
         from dvfo_ros.core.twin import DeviceTwin, load_profile, model_workload
 
@@ -96,6 +99,9 @@ class SimEnv(OracleTables):
         self.twin = DeviceTwin(self.profile, seed=seed, noise=noise)
         self._exact_twin = DeviceTwin(self.profile, seed=seed, noise=0.0)   # what the oracle knows
         self.action_space = action_space or ActionSpace.from_profile(self.profile)
+        from dvfo_ros.core.twin.switching import SwitchCost, named
+        self.switch_cost: SwitchCost = switch_cost if isinstance(switch_cost, SwitchCost) else \
+            named(switch_cost) if isinstance(switch_cost, str) else SwitchCost.from_dict(self.profile.switch_cost)
         self.accuracy_table = dict(accuracy_table or DEFAULT_ACCURACY_TABLE)
         if arrival not in ARRIVALS:
             raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}, got '{arrival}'")
@@ -120,6 +126,7 @@ class SimEnv(OracleTables):
         self._mean_mass = self._mean_offloaded_mass()
         self._table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._partition_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray]] = {}
+        self._busy_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._target_cache: Dict[Tuple[float, ...], List[Tuple[ActionExtras, np.ndarray, Priced]]] = {}
         if reward_cfg is None:
             e_ref, t_ref = self.reference_cost()
@@ -229,8 +236,10 @@ class SimEnv(OracleTables):
         self.importance = _importance_summary(self._rng, self.channels, self._draw_concentration(self._rng))
         self.context = self.conditions.draw(self._rng)
         bw, rtt = self.trace.at(self.t_s)
-        top = self.action_space.to_command(self.action_space.max_action(0.0))
+        top_action = self.action_space.max_action(0.0)
+        top = self.action_space.to_command(top_action)
         clocks = (top["cpu_freq_hz"], top["gpu_freq_hz"], top["emc_freq_hz"])
+        self.levels = tuple(int(x) for x in np.asarray(top_action)[:3])   # the clock levels in force
         # nothing ran yet: clocks at max (also what was "commanded"), no latency, no utilisation
         self._obs: Dict[str, float] = observe(
             bandwidth_mbps=bw, rtt_ms=rtt, clocks_hz=clocks, utils=(0.0, 0.0, 0.0),
@@ -283,6 +292,10 @@ class SimEnv(OracleTables):
                                   deadline_ms=self.cloud_deadline_ms)
         on_path_ms = max(float(decision_ms), 0.0) if decision_on_path else 0.0
         idle_w = self.twin.idle_power_w(cmd["cpu_freq_hz"], cmd["gpu_freq_hz"], cmd["emc_freq_hz"])
+        new_levels = tuple(int(x) for x in np.asarray(a)[:3])
+        if not self.switch_cost.free and new_levels != self.levels:
+            fc = self._switched(fc, new_levels, idle_w, work, cmd["offload_ratio"], (bw, rtt), gflops, target == "cpu")
+        self.levels = new_levels
         latency_ms = fc.total_ms + on_path_ms
         # A decision on the critical path is idle time too: every policy is charged the same way.
         interval_ms = float(frame_interval_ms(self.period_ms, latency_ms))
@@ -317,6 +330,23 @@ class SimEnv(OracleTables):
                 "cpu_util": fc.cpu_util, "gpu_util": fc.gpu_util, "emc_util": fc.emc_util,
                 "split_index": split if split >= 0 else int(self.workload.split), "model_variant": variant}
         return self._state(), r, done, info
+
+    def _switched(self, fc: Any, new_levels: Tuple[int, ...], idle_w: float, work: "Workload", xi: float,
+                  network: Tuple[float, float], gflops: float, on_cpu: bool) -> Any:
+        """``fc`` (the frame at its new clocks, with the twin's noise) after a clock switch from ``self.levels``:
+        its busy time and energy scaled by the noise-free switched / unswitched ratio (``twin.switching``)."""
+        from dvfo_ros.core.twin.switching import switched_cost
+        s = self.action_space
+
+        def price(levels: Sequence[int]) -> Tuple[float, float]:
+            c = self._exact_twin.frame_cost(work, s.cpu_hz[levels[0]], s.gpu_hz[levels[1]], s.emc_hz[levels[2]], xi,
+                                            network[0], network[1], bytes_per_channel_elem=self.bytes_per_channel_elem,
+                                            cloud_gflops=gflops, on_cpu=on_cpu, corunner=self.corunner,
+                                            deadline_ms=self.cloud_deadline_ms)
+            return c.total_ms, c.energy_j
+        t0, e0 = price(new_levels)
+        t1, e1 = switched_cost(self.switch_cost, self.levels, new_levels, price, idle_w)
+        return dataclasses.replace(fc, total_ms=fc.total_ms * t1 / t0, energy_j=fc.energy_j * e1 / max(e0, 1e-12))
 
     def _placement(self, target: str, split: int, variant: str = "") -> Tuple[int, Tuple[float, float], float]:
         """(split, (bandwidth, RTT), server GFLOPS) a frame for ``target`` runs at: local targets run every

@@ -24,6 +24,7 @@ class OracleTables:
     """The noise-free tables of ``SimEnv`` (see the module docstring)."""
 
     _table_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+    _busy_cache: Dict[Tuple[float, ...], Tuple[np.ndarray, np.ndarray, np.ndarray]]
     _partition_cache: Dict[Tuple[float, ...], Priced]
     _target_cache: Dict[Tuple[Any, ...], List[Tuple[ActionExtras, np.ndarray, Priced]]]
     action_space: Any
@@ -36,6 +37,8 @@ class OracleTables:
     period_ms: Optional[float]
     cloud_deadline_ms: Optional[float]
     _exact_twin: Any
+    switch_cost: Any                          # twin.switching.SwitchCost
+    levels: Tuple[int, ...]                   # the clock levels in force (what a switch moves from)
 
     if TYPE_CHECKING:       # SimEnv's own
         @property
@@ -69,10 +72,12 @@ class OracleTables:
 
     def _price(self, work: "Workload", actions: np.ndarray, xi: Optional[float],
                network: Tuple[float, float], cloud_gflops: Optional[float] = None,
-               on_cpu: bool = False, fallback: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+               on_cpu: bool = False, fallback: Optional[np.ndarray] = None,
+               busy: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Noise-free (energy J, latency ms) of each action on ``work`` under ``network`` (bandwidth, RTT) and
         this episode's co-runners; ``xi`` None: each action's own offload ratio. ``fallback``: filled with
-        whether each action's answer would miss the executor's deadline."""
+        whether each action's answer would miss the executor's deadline. ``busy``: the busy energy only (no
+        camera period's idle tail)."""
         s = self.action_space
         energy = np.empty(len(actions))
         latency = np.empty(len(actions))
@@ -81,7 +86,8 @@ class OracleTables:
             fc = self._exact_twin.frame_cost(work, s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]],
                                              s.offload_ratios[a[3]] if xi is None else xi, network[0], network[1],
                                              bytes_per_channel_elem=self.bytes_per_channel_elem,
-                                             cloud_gflops=gflops, frame_period_ms=self.period_ms, on_cpu=on_cpu,
+                                             cloud_gflops=gflops, frame_period_ms=None if busy else self.period_ms,
+                                             on_cpu=on_cpu,
                                              corunner=self.corunner, deadline_ms=self.cloud_deadline_ms)
             energy[i], latency[i] = fc.energy_j, fc.total_ms
             if fallback is not None:
@@ -92,8 +98,32 @@ class OracleTables:
         """Reward every joint action would earn on the coming frame (noise-free): the oracle's view."""
         bw, rtt = self.network_now()
         energy, latency, fallback = self._outcomes(bw, rtt)
+        if not self.switch_cost.free:
+            energy, latency = self._switched_outcomes(bw, rtt)
         xis = np.asarray(self.action_space.offload_ratios)[self.action_space.all_actions()[:, 3]]
         return reward_array(energy, latency, self.frame_accuracy_loss(xis, fallback), self.episode_reward_cfg)
+
+    def _switched_outcomes(self, bandwidth_mbps: float, rtt_ms: float) -> Tuple[np.ndarray, np.ndarray]:
+        """``outcome_table`` after a switch from the clock levels in force (``twin.switching``): the busy
+        tables switched, then the camera period's idle tail at each action's clocks."""
+        from dvfo_ros.core.mdp.energy import frame_energy_j, frame_interval_ms
+        from dvfo_ros.core.twin.switching import switched_tables
+        key = (round(float(bandwidth_mbps), 6), round(float(rtt_ms), 6), *self.corunner)
+        if key not in self._busy_cache:
+            if len(self._busy_cache) > 4096:
+                self._busy_cache.clear()
+            acts = self.action_space.all_actions()
+            energy, latency = self._price(self.workload, acts, None, key[:2], busy=True)
+            s = self.action_space
+            idle = np.array([self._exact_twin.idle_power_w(s.cpu_hz[a[0]], s.gpu_hz[a[1]], s.emc_hz[a[2]])
+                             for a in acts])
+            self._busy_cache[key] = (energy, latency, idle)
+        energy, latency, idle = self._busy_cache[key]
+        shape = tuple(self.action_space.branches)
+        t, e = switched_tables(self.switch_cost, self.levels, latency.reshape(shape), energy.reshape(shape),
+                               idle.reshape(shape))
+        t, e = t.reshape(-1), e.reshape(-1)
+        return frame_energy_j(e, t, idle, frame_interval_ms(self.period_ms, t)), t
 
     def partition_actions(self) -> np.ndarray:
         """The clock levels a whole-layer cut can run at: every joint action with xi at its top level."""

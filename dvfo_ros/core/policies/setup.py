@@ -38,6 +38,7 @@ class TwinSetup:
     accuracy_bounds: Optional[Tuple[float, ...]] = None   # accuracy requirements an episode draws one of
     variants: Tuple[str, ...] = ()               # zoo models a policy may run instead (model_variant)
     cloud_gflops: float = 30000.0                # the cloud's rate on the offloaded tail (the twin's FLOP count/s)
+    switch_cost: str = "profile"                 # what a clock change costs: the profile's own | none | kang2026
 
     @classmethod
     def from_options(cls, options: Any) -> "TwinSetup":
@@ -53,7 +54,8 @@ class TwinSetup:
                      conditions={"corunner": tuple(self.corunner), "edge_users": tuple(self.edge_users),
                                  "edge_server": bool(self.edge_server),
                                  "accuracy_bounds": list(self.accuracy_bounds) if self.accuracy_bounds else None},
-                     variants=tuple(self.variants), cloud_gflops=self.cloud_gflops)
+                     variants=tuple(self.variants), cloud_gflops=self.cloud_gflops,
+                     switch_cost=None if self.switch_cost == "profile" else self.switch_cost)
         e_ref, t_ref = env.reference_cost()
         env.reward_cfg = RewardConfig(eta=self.eta, latency_slo_ms=self.latency_slo_ms or 1000.0 / self.fps,
                                       accuracy_loss_bound=self.accuracy_bound, energy_ref_j=e_ref,

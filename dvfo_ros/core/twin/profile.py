@@ -11,6 +11,7 @@ import yaml
 
 from dvfo_ros.core.errors import DvfoError
 from dvfo_ros.core.io.yaml_file import read_yaml
+from dvfo_ros.core.twin.switching import SwitchCost
 
 DOMAINS = ("cpu", "gpu", "emc")
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
@@ -47,6 +48,8 @@ class DeviceProfile:
     - ``thermal``: ``{r_c_per_w, c_j_per_c, ambient_c}`` first-order RC model of the module
     - ``rails``: INA3221 rail name -> list of domains it carries (``static`` = the static share,
       ``all`` = the whole board), so the sim reports power the way tegrastats names it
+    - ``switch_cost``: ``{stall_us: {cpu, gpu, emc}, settle_ms: {cpu, gpu, emc}}``, what a clock change
+      costs a frame (``switching.py``); absent (the shipped profiles): switching is free
     """
 
     name: str
@@ -73,6 +76,7 @@ class DeviceProfile:
     thermal: Dict[str, float] = field(default_factory=lambda: {"r_c_per_w": 3.0, "c_j_per_c": 40.0,
                                                                "ambient_c": 25.0})
     rails: Dict[str, List[str]] = field(default_factory=lambda: {"VDD_IN": ["all"]})
+    switch_cost: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # PyYAML reads "3.0e6" as a string (YAML 1.1 wants "3.0e+6"): coerce every scalar knob
@@ -104,6 +108,10 @@ class DeviceProfile:
                                    f"{len(table)} levels")
             if isinstance(v, dict) and not {"v_min", "v_max"} <= set(v):
                 raise ProfileError(f"profile {self.name}: voltage_v.{d} needs v_min and v_max")
+        try:
+            self.switch_cost = SwitchCost.from_dict(self.switch_cost).to_dict() if self.switch_cost else {}
+        except ValueError as exc:
+            raise ProfileError(f"profile {self.name}: {exc}") from None
         for key in ("gpu_macs_per_cycle", "gpu_efficiency", "emc_bytes_per_cycle", "emc_efficiency",
                     "cpu_macs_per_cycle", "cpu_efficiency"):
             if not getattr(self, key) > 0:
