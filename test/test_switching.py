@@ -1,11 +1,14 @@
 """A clock change costs the next frame (twin/switching.py): opt-in, priced the same by a step and the oracle."""
+import argparse
 import dataclasses
 
 import numpy as np
 import pytest
 import yaml
 
+from dvfo_ros.cli.common import add_env_args
 from dvfo_ros.core.mdp import SimEnv
+from dvfo_ros.core.policies.setup import TwinSetup
 from dvfo_ros.core.twin import load_profile
 from dvfo_ros.core.twin.profile import ProfileError
 from dvfo_ros.core.twin.switching import KANG_2026, SwitchCost, settle
@@ -70,3 +73,13 @@ def test_a_profile_carries_its_switch_cost_and_a_bad_one_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=">= 0"):
         SwitchCost.from_dict({"stall_us": {"cpu": -1}})
+
+
+def test_dvfo_train_and_bench_take_the_switch_cost_by_name():
+    p = argparse.ArgumentParser()
+    add_env_args(p)
+    setup = TwinSetup.from_options(p.parse_args(["--device", "nano", "--switch-cost", "kang2026"]))
+    assert setup.make_env().switch_cost == KANG_2026
+    assert TwinSetup(device="nano").make_env().switch_cost.free
+    with pytest.raises(SystemExit):
+        p.parse_args(["--switch-cost", "fast"])

@@ -231,6 +231,8 @@ def twin_options(name: str, env: Any, partitions: bool = False, targets: bool = 
         return {"profile": env.profile, "model": env.model, "input_size": int(env.workload.input_size),
                 "cloud_gflops": float(env.cloud_gflops)}
     out: Dict[str, Any] = {}
+    if cls is not None and getattr(cls, "reads_switch_cost", False):
+        out["last_frame"] = not env.switch_cost.free
     if cls is not None and cls.reads_reward:
         out.update(reward_options(env.reward_cfg))
     if cls is not None and cls.uses_variants:

@@ -47,6 +47,19 @@ uniform, a policy whose greedy choice offloads left the local slice with 1 % of 
 offloaded into a 0.5 Mbps link), ``joint`` (uniform; 10 in 11 then offload), ``independent`` (each
 branch its own coin) or ``branch`` (one random branch moved).
 
+What the network reads (our choice; the paper observes the clocks and, with Thinking While Moving, the
+previous action). Where a clock switch is free (the shipped twin profiles) nothing the last frame left in the
+state (``qtables.LAST_FRAME``: clocks in force, utilisations, latency, energy, previous action, time since it)
+changes this frame's cost, and a network that reads them fits the noise in them: on the Nano's vit_b_16
+groups of the grid its choice cycled (8 distinct actions in 20 frames of one constant link, the best fixed
+action's reward -0.591, the cycle's mean -0.719; ``scripts/dvfo_diagnose.py``), and it lost to
+``offload_only`` by more than 1 % in 9 of 30 cells, to ``dvfs_only`` in 5. Blind to them (``last_frame``
+False): 2 and 0 of 30, mean gap to the oracle +11.5 % -> +5.5 %. Masking only the outcomes and keeping the
+clocks and previous action: 7 and 0, +8.6 % (the clocks drive the cycle). So ``twin_options`` turns
+``last_frame`` on only where a switch costs (``--switch-cost``, ``twin/switching.py``): there the clocks in
+force do shape the frame, and gamma > 0 has something to learn. The network still reads the link, the
+frame's attention quantiles and the temperature. Checkpoints from before the option load reading them all.
+
 Deployed weights (our choice). Once training ends the policy acts on a Polyak average of the online
 net (``average_tau`` = 0.01, about the last 100 updates), not on its last SGD iterate: on the grid's
 budget the last iterate's clock choices ranged +0.5 to +3.8 % over the oracle across three training
@@ -91,13 +104,15 @@ from torch import nn
 from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.exploration import MODES, explore
 from dvfo_ros.core.policies.learner import LearnerThread
-from dvfo_ros.core.policies.qtables import NetworkSupport, PairwiseQNet, ReplayBuffer, adam, mask_network
+from dvfo_ros.core.policies.qtables import (NetworkSupport, PairwiseQNet, ReplayBuffer, adam, input_mask,
+                                             mask_network)
 from dvfo_ros.core.mdp import BRANCH_NAMES, DVFO_STATE_DIM, STATE_DIM, ActionSpace
 
 XI = BRANCH_NAMES.index("xi")
 @register("dvfo")
 class DvfoAgent(LearnerThread, Policy):
     learns = True
+    reads_switch_cost = True      # twin_options: the network reads the last frame where a clock switch costs
 
     def __init__(self, action_space: ActionSpace, *, concurrent: bool = True, seed: int = 0,
                  hidden: int = 128, gamma: float = 0.0, lr: float = 1e-3,
@@ -109,7 +124,7 @@ class DvfoAgent(LearnerThread, Policy):
                  head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
                  clock_share: float = 0.8, heads: int = 1, offload_margin: float = 0.02,
                  min_support: int = 30, support_bins: int = 10, local_share: float = 0.5,
-                 average_tau: float = 0.01, local_blind: bool = True) -> None:
+                 average_tau: float = 0.01, local_blind: bool = True, last_frame: bool = False) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -123,7 +138,7 @@ class DvfoAgent(LearnerThread, Policy):
             reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
             heads=int(heads), offload_margin=float(offload_margin), min_support=int(min_support),
             support_bins=int(support_bins), local_share=float(local_share), average_tau=float(average_tau),
-            local_blind=bool(local_blind))
+            local_blind=bool(local_blind), last_frame=bool(last_frame))
         if self.hp["heads"] < 1 or self.hp["min_support"] < 0 or self.hp["offload_margin"] < 0:
             raise ValueError("heads must be >= 1, min_support and offload_margin >= 0")
         if not (0.0 <= self.hp["local_share"] <= 1.0 and 0.0 < self.hp["average_tau"] <= 1.0):
@@ -142,12 +157,13 @@ class DvfoAgent(LearnerThread, Policy):
                 raise ValueError(f"fixed level {level} outside branch '{name}'")
         self._fixed = {BRANCH_NAMES.index(k): int(v) for k, v in self.hp["fixed"].items()}
         self._learned = [d for d in range(4) if d not in self._fixed]
+        net = (DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"], self.hp["last_frame"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.q = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
-        self.q_target = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+            self.q = PairwiseQNet(*net)
+        self.q_target = PairwiseQNet(*net)
         self.q_target.load_state_dict(self.q.state_dict())
-        self.q_avg = PairwiseQNet(DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"])
+        self.q_avg = PairwiseQNet(*net)
         self.q_avg.load_state_dict(self.q.state_dict())
         self.opt = adam(self.q.parameters(), lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
@@ -159,6 +175,7 @@ class DvfoAgent(LearnerThread, Policy):
         self.last_loss = float("nan")
         self.last_explored = False
         self._actor: Tuple[np.ndarray, ...] = ()
+        self._mask = input_mask(self.hp["last_frame"])[:DVFO_STATE_DIM]
         self._publish()
         self._init_learner()
         self._update_lock = threading.Lock()
@@ -215,7 +232,7 @@ class DvfoAgent(LearnerThread, Policy):
 
     def _tables(self, state: np.ndarray) -> np.ndarray:
         w1, b1, w2, b2, wo, bo = self._actor
-        h = np.maximum(state[..., :self.q.state_dim] @ w1 + b1, 0.0)
+        h = np.maximum((state[..., :self.q.state_dim] * self._mask) @ w1 + b1, 0.0)
         zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.q.heads, self.q.size)
         out: Optional[np.ndarray] = None
         for z in zs:
@@ -360,7 +377,7 @@ class DvfoAgent(LearnerThread, Policy):
                     "q_avg": {k: v.clone() for k, v in self.q_avg.state_dict().items()},
                     "steps": int(self.steps), "updates": int(self.updates),
                     "support": torch.as_tensor(self.support.counts.copy()),
-                    "local_blind": bool(self.hp["local_blind"])}
+                    "local_blind": bool(self.hp["local_blind"]), "last_frame": bool(self.hp["last_frame"])}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         with self._update_lock:
@@ -369,8 +386,12 @@ class DvfoAgent(LearnerThread, Policy):
             self.q_avg.load_state_dict(state.get("q_avg", state["q"]))   # older checkpoints: the online net
             blind = bool(state.get("local_blind", False))   # older checkpoints: the local slice saw the link
             self.hp["local_blind"] = blind
+            # older checkpoints: the network read the last frame's features
+            self.hp["last_frame"] = bool(state.get("last_frame", True))
+            self._mask = input_mask(self.hp["last_frame"])[:DVFO_STATE_DIM]
             for net in (self.q, self.q_target, self.q_avg):
                 net.local_blind = blind
+                net.mask.copy_(torch.as_tensor(self._mask))
             self.steps = int(state.get("steps", 0))
             self.updates = int(state.get("updates", 0))
             if "support" in state and tuple(state["support"].shape) == self.support.counts.shape:

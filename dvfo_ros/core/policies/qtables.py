@@ -17,6 +17,16 @@ from dvfo_ros.core.mdp import STATE_NAMES
 
 _Array = TypeVar("_Array", torch.Tensor, np.ndarray)
 _NET = (STATE_NAMES.index("bandwidth_mbps"), STATE_NAMES.index("rtt_ms"))
+# what the last frame left in the state: the clocks in force and commanded, its action, its measured outcomes
+LAST_FRAME = ("cpu_level", "gpu_level", "emc_level", "cpu_util", "gpu_util", "emc_util", "last_latency_ms",
+              "last_energy_j", "prev_cpu_level", "prev_gpu_level", "prev_emc_level", "prev_offload_ratio",
+              "time_since_action_ms", "decision_ms")
+
+
+def input_mask(last_frame: bool) -> np.ndarray:
+    """1 for each state feature the Q-network reads, 0 for one it is blind to (``LAST_FRAME``'s unless
+    ``last_frame``)."""
+    return np.array([0.0 if not last_frame and n in LAST_FRAME else 1.0 for n in STATE_NAMES], np.float32)
 
 
 def _layout(branches: Sequence[int], head: str = "xi") -> List[Tuple[Tuple[int, ...], int, int, Tuple[int, ...]]]:
@@ -57,15 +67,20 @@ class PairwiseQNet(nn.Module):
     ``local_blind``: an action that runs locally (xi = 0, the last branch's level 0) is valued on the
     state with its network features masked (``mask_network``), Q(s, a) = net(mask(s) if xi = 0 else s, a):
     a local frame never touches the link, so the local slice cannot extrapolate in network regimes
-    training never met."""
+    training never met.
+
+    ``last_frame`` False: the features the last frame left (``LAST_FRAME``) are read as 0 (``input_mask``;
+    see dvfo.py's "What the network reads")."""
 
     strides: torch.Tensor                   # buffers (not saved: they follow from the layout)
     offsets: torch.Tensor
+    mask: torch.Tensor
 
     def __init__(self, state_dim: int, branches: Sequence[int], hidden: int = 128, head: str = "xi",
-                 heads: int = 1, local_blind: bool = False) -> None:
+                 heads: int = 1, local_blind: bool = False, last_frame: bool = True) -> None:
         super().__init__()
         self.local_blind = bool(local_blind)
+        self.register_buffer("mask", torch.as_tensor(input_mask(last_frame)[:state_dim]), persistent=False)
         self.state_dim = int(state_dim)     # reads the state's first state_dim features (DVFO's own)
         self.branches = [int(n) for n in branches]
         self.layout = _layout(self.branches, head)
@@ -85,7 +100,7 @@ class PairwiseQNet(nn.Module):
 
     def _tables(self, s: torch.Tensor) -> torch.Tensor:
         b = s.shape[0]
-        z = self.out(self.trunk(s[:, :self.state_dim])).view(b * self.heads, self.size)
+        z = self.out(self.trunk(s[:, :self.state_dim] * self.mask)).view(b * self.heads, self.size)
         q = z[:, :1].view(b * self.heads, *([1] * len(self.branches)))
         for _, lo, hi, shape in self.layout:
             q = q + z[:, lo:hi].view(b * self.heads, *shape)
@@ -104,7 +119,7 @@ class PairwiseQNet(nn.Module):
         b = s.shape[0]
         if self.local_blind:                                    # local actions read the masked state
             s = torch.where((a[:, -1] == 0).unsqueeze(1), mask_network(s), s)
-        z = self.out(self.trunk(s[:, :self.state_dim])).view(b, self.heads, self.size)
+        z = self.out(self.trunk(s[:, :self.state_dim] * self.mask)).view(b, self.heads, self.size)
         idx = a @ self.strides + self.offsets                  # [batch, tables]: each table's flat index
         return z[:, :, 0] + z.gather(2, idx.unsqueeze(1).expand(b, self.heads, idx.shape[1])).sum(2)
 
