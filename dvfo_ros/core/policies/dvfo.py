@@ -157,7 +157,8 @@ class DvfoAgent(LearnerThread, Policy):
                 raise ValueError(f"fixed level {level} outside branch '{name}'")
         self._fixed = {BRANCH_NAMES.index(k): int(v) for k, v in self.hp["fixed"].items()}
         self._learned = [d for d in range(4) if d not in self._fixed]
-        net = (DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"], self.hp["last_frame"])
+        net = (DVFO_STATE_DIM, action_space.branches, hidden, head, heads, self.hp["local_blind"],
+               self.hp["last_frame"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.q = PairwiseQNet(*net)
