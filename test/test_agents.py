@@ -408,9 +408,10 @@ def test_local_actions_are_valued_without_the_link_and_old_checkpoints_keep_thei
     with torch.no_grad():                          # the torch path (training) agrees with the acting path
         assert np.allclose(agent.q_avg(torch.as_tensor(fast[None]))[0].numpy(), q_fast, atol=1e-5)
     state = agent.state_dict()
-    del state["local_blind"]                       # what a checkpoint from before the option holds
+    del state["local_blind"], state["last_frame"]  # what a checkpoint from before the options holds
     old = make_policy("dvfo_sequential", env.action_space, seed=4, **SMALL)
     old.load_state_dict(state)
     old.train(False)
     assert old.config()["local_blind"] is False
+    assert old.config()["last_frame"] is True      # it read the last frame's features, and still does
     assert not np.array_equal(old.q_table(s)[..., 0], old.q_table(fast)[..., 0])

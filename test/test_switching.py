@@ -83,3 +83,21 @@ def test_dvfo_train_and_bench_take_the_switch_cost_by_name():
     assert TwinSetup(device="nano").make_env().switch_cost.free
     with pytest.raises(SystemExit):
         p.parse_args(["--switch-cost", "fast"])
+
+
+def test_dvfo_reads_the_last_frames_clocks_only_where_a_switch_costs():
+    from dvfo_ros.core.mdp import STATE_NAMES
+    from dvfo_ros.core.policies import make_policy, twin_options
+    free, paid = _env("none"), _env("kang2026")
+    assert twin_options("dvfo", free) == {"last_frame": False}
+    assert twin_options("dvfs_only", paid) == {"last_frame": True}
+    blind = make_policy("dvfo", free.action_space, **twin_options("dvfo", free))
+    reads = make_policy("dvfo", paid.action_space, **twin_options("dvfo", paid))
+    state = free.reset(0)
+    other = state.copy()
+    for name in ("cpu_level", "prev_gpu_level", "last_latency_ms", "prev_offload_ratio"):
+        other[STATE_NAMES.index(name)] += 0.5            # a different last frame, the same link and frame
+    assert np.array_equal(blind.q_table(state), blind.q_table(other))
+    assert not np.array_equal(reads.q_table(state), reads.q_table(other))
+    other[STATE_NAMES.index("bandwidth_mbps")] += 0.2    # the link it always reads
+    assert not np.array_equal(blind.q_table(state), blind.q_table(other))

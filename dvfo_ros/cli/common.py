@@ -105,8 +105,9 @@ def add_agent_args(p: argparse.ArgumentParser, show: bool = True) -> None:
     """The learnt policies' hyperparameters (an AgentOptions); ``show=False`` keeps them out of --help."""
     from dvfo_ros.core.policies.experiments import AgentOptions
     d = AgentOptions()
-    helps = {"gamma": "discount; 0 because a frame's cost depends on its own action only (in the twin, "
-                      "temperature does not feed back into cost and frames arrive on a fixed clock)",
+    helps = {"gamma": "discount; 0: a frame's cost depends on its own action only (in the twin temperature does "
+                      "not feed back into cost); with --switch-cost today's clocks shape the next frame's cost, "
+                      "and gamma > 0 (e.g. 0.9) values that",
              "lr": "Adam learning rate", "batch_size": "replay minibatch",
              "exploration_steps": "frames over which epsilon decays to its end",
              "learning_starts": "frames collected before learning", "hidden": "width of the Q-network trunk",
