@@ -95,7 +95,7 @@ nothing to the argmax, and its squared error swamped the 0.05 between neighbouri
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -104,8 +104,7 @@ from torch import nn
 from dvfo_ros.core.policies.base import Policy, register
 from dvfo_ros.core.policies.exploration import MODES, explore
 from dvfo_ros.core.policies.learner import LearnerThread
-from dvfo_ros.core.policies.qtables import (NetworkSupport, PairwiseQNet, ReplayBuffer, adam, input_mask,
-                                             mask_network)
+from dvfo_ros.core.policies.qtables import NetworkSupport, NumpyQ, PairwiseQNet, ReplayBuffer, adam, input_mask
 from dvfo_ros.core.mdp import BRANCH_NAMES, DVFO_STATE_DIM, STATE_DIM, ActionSpace
 
 XI = BRANCH_NAMES.index("xi")
@@ -175,8 +174,6 @@ class DvfoAgent(LearnerThread, Policy):
         self.training = True
         self.last_loss = float("nan")
         self.last_explored = False
-        self._actor: Tuple[np.ndarray, ...] = ()
-        self._mask = input_mask(self.hp["last_frame"])[:DVFO_STATE_DIM]
         self._publish()
         self._init_learner()
         self._update_lock = threading.Lock()
@@ -214,35 +211,12 @@ class DvfoAgent(LearnerThread, Policy):
     # ---- acting ---------------------------------------------------------------------------
     def _publish(self) -> None:
         """Copy the acting net (the online one in training, the averaged one after) to NumPy for
-        lock-free acting (one tuple swap: atomic for readers)."""
-        net = self.q if self.training else self.q_avg
-        with torch.no_grad():
-            t = net.trunk
-            l1, l2 = cast(nn.Linear, t[0]), cast(nn.Linear, t[2])   # Sequential[i] is typed as Module
-            self._actor = (l1.weight.numpy().T.copy(), l1.bias.numpy().copy(),
-                           l2.weight.numpy().T.copy(), l2.bias.numpy().copy(),
-                           net.out.weight.numpy().T.copy(), net.out.bias.numpy().copy())
+        lock-free acting."""
+        self._actor = NumpyQ(self.q if self.training else self.q_avg)
 
     def q_table(self, state: np.ndarray) -> np.ndarray:
         """Q of every joint action for one state from the published weights, shape = branches."""
-        state = np.asarray(state, np.float32)
-        out = self._tables(state)
-        if self.hp["local_blind"]:                # the local slice reads the state without the link
-            out[..., 0] = self._tables(mask_network(state))[..., 0]
-        return out
-
-    def _tables(self, state: np.ndarray) -> np.ndarray:
-        w1, b1, w2, b2, wo, bo = self._actor
-        h = np.maximum((state[..., :self.q.state_dim] * self._mask) @ w1 + b1, 0.0)
-        zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.q.heads, self.q.size)
-        out: Optional[np.ndarray] = None
-        for z in zs:
-            q = np.full(self.action_space.branches, z[0], np.float32)
-            for _, lo, hi, shape in self.q.layout:
-                q += z[lo:hi].reshape(shape)
-            out = q if out is None else np.minimum(out, q)
-        assert out is not None
-        return out
+        return self._actor(state)
 
     def greedy(self, state: np.ndarray, fixed: Optional[Dict[int, int]] = None) -> np.ndarray:
         """argmax over every joint action (branches in ``fixed`` held at their level)."""
@@ -389,10 +363,10 @@ class DvfoAgent(LearnerThread, Policy):
             self.hp["local_blind"] = blind
             # older checkpoints: the network read the last frame's features
             self.hp["last_frame"] = bool(state.get("last_frame", True))
-            self._mask = input_mask(self.hp["last_frame"])[:DVFO_STATE_DIM]
+            mask = torch.as_tensor(input_mask(self.hp["last_frame"])[:DVFO_STATE_DIM])
             for net in (self.q, self.q_target, self.q_avg):
                 net.local_blind = blind
-                net.mask.copy_(torch.as_tensor(self._mask))
+                net.mask.copy_(mask)
             self.steps = int(state.get("steps", 0))
             self.updates = int(state.get("updates", 0))
             if "support" in state and tuple(state["support"].shape) == self.support.counts.shape:

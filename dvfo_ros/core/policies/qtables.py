@@ -124,6 +124,43 @@ class PairwiseQNet(nn.Module):
         return z[:, :, 0] + z.gather(2, idx.unsqueeze(1).expand(b, self.heads, idx.shape[1])).sum(2)
 
 
+class NumpyQ:
+    """A NumPy copy of a ``PairwiseQNet``'s weights for lock-free acting (the learner publishes a new
+    one; swapping the reference is atomic for readers). Calling it gives the same tables as the net's
+    ``forward`` for one state, with no torch call."""
+
+    def __init__(self, net: PairwiseQNet) -> None:
+        with torch.no_grad():
+            l1, l2 = net.trunk[0], net.trunk[2]
+            assert isinstance(l1, nn.Linear) and isinstance(l2, nn.Linear)
+            self.weights = (l1.weight.numpy().T.copy(), l1.bias.numpy().copy(), l2.weight.numpy().T.copy(),
+                            l2.bias.numpy().copy(), net.out.weight.numpy().T.copy(), net.out.bias.numpy().copy())
+            self.mask = net.mask.numpy().copy()
+        self.state_dim, self.heads, self.size = net.state_dim, net.heads, net.size
+        self.layout, self.branches, self.local_blind = net.layout, tuple(net.branches), net.local_blind
+
+    def _tables(self, state: np.ndarray) -> np.ndarray:
+        w1, b1, w2, b2, wo, bo = self.weights
+        h = np.maximum((state[..., :self.state_dim] * self.mask) @ w1 + b1, 0.0)
+        zs = (np.maximum(h @ w2 + b2, 0.0) @ wo + bo).reshape(self.heads, self.size)
+        out: Optional[np.ndarray] = None
+        for z in zs:                                            # the minimum over heads
+            q = np.full(self.branches, z[0], np.float32)
+            for _, lo, hi, shape in self.layout:
+                q += z[lo:hi].reshape(shape)
+            out = q if out is None else np.minimum(out, q)
+        assert out is not None
+        return out
+
+    def __call__(self, state: np.ndarray) -> np.ndarray:
+        """Q of every joint action for one state, shape = branches."""
+        state = np.asarray(state, np.float32)
+        out = self._tables(state)
+        if self.local_blind:                    # the local slice reads the state without the link
+            out[..., 0] = self._tables(mask_network(state))[..., 0]
+        return out
+
+
 def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """Adam, fused where this torch has the fused CPU kernel (half a learner step here), else plain."""
     params = list(params)
