@@ -332,7 +332,7 @@ def test_trained_dvfo_offloads_only_where_it_has_seen_offloading_pay_and_by_a_ma
     fast = s.copy()
     fast[0] = 0.95                                            # another bandwidth bin
     for _ in range(agent.hp["min_support"]):
-        agent.support.add(s, 2)
+        agent.support.add(s, (0, 0, 0, 2))
     assert agent.act(s)[3] == 2 and agent.act(fast)[3] == 0
     path = str(tmp_path / "g.pt")
     agent.save(path)

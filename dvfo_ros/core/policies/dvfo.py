@@ -123,7 +123,8 @@ class DvfoAgent(LearnerThread, Policy):
                  head: str = "xi", reward_floor: float = -5.0, loss: str = "huber",
                  clock_share: float = 0.8, heads: int = 1, offload_margin: float = 0.02,
                  min_support: int = 30, support_bins: int = 10, local_share: float = 0.5,
-                 average_tau: float = 0.01, local_blind: bool = True, last_frame: bool = False) -> None:
+                 average_tau: float = 0.01, local_blind: bool = True, last_frame: bool = False,
+                 joint_support: int = 0) -> None:
         super().__init__(action_space)
         self.concurrent = bool(concurrent)
         self.hp: Dict[str, Any] = dict(
@@ -137,9 +138,9 @@ class DvfoAgent(LearnerThread, Policy):
             reward_floor=float(reward_floor), loss=str(loss), clock_share=float(clock_share),
             heads=int(heads), offload_margin=float(offload_margin), min_support=int(min_support),
             support_bins=int(support_bins), local_share=float(local_share), average_tau=float(average_tau),
-            local_blind=bool(local_blind), last_frame=bool(last_frame))
-        if self.hp["heads"] < 1 or self.hp["min_support"] < 0 or self.hp["offload_margin"] < 0:
-            raise ValueError("heads must be >= 1, min_support and offload_margin >= 0")
+            local_blind=bool(local_blind), last_frame=bool(last_frame), joint_support=int(joint_support))
+        if self.hp["heads"] < 1 or min(self.hp["min_support"], self.hp["joint_support"], offload_margin) < 0:
+            raise ValueError("heads must be >= 1, min_support, joint_support and offload_margin >= 0")
         if not (0.0 <= self.hp["local_share"] <= 1.0 and 0.0 < self.hp["average_tau"] <= 1.0):
             raise ValueError("local_share must be in [0, 1] and average_tau in (0, 1]")
         if head not in ("xi", "pairwise"):
@@ -168,7 +169,7 @@ class DvfoAgent(LearnerThread, Policy):
         self.opt = adam(self.q.parameters(), lr)
         self.buffer = ReplayBuffer(buffer_size, STATE_DIM, seed=seed)
         self._rng = np.random.default_rng(seed + 7)
-        self.support = NetworkSupport(action_space.branches[XI], self.hp["support_bins"])
+        self.support = NetworkSupport(action_space.branches, self.hp["support_bins"])
         self.steps = 0                    # transitions observed
         self.updates = 0                  # gradient steps taken
         self.training = True
@@ -221,6 +222,8 @@ class DvfoAgent(LearnerThread, Policy):
     def greedy(self, state: np.ndarray, fixed: Optional[Dict[int, int]] = None) -> np.ndarray:
         """argmax over every joint action (branches in ``fixed`` held at their level)."""
         q = self.q_table(state)
+        if not self.training and self.hp["joint_support"] > 0:
+            q = np.where(self.support.seen_joint(state, self.hp["joint_support"]), q, -np.inf)
         pinned = dict(self._fixed)
         pinned.update(fixed or {})
         index = tuple(slice(lvl, lvl + 1) if d in pinned else slice(None) for d, lvl in
@@ -268,7 +271,7 @@ class DvfoAgent(LearnerThread, Policy):
         if not self.training:
             return
         self.buffer.add(s, a, r, s2, done)
-        self.support.add(s, int(a[XI]))
+        self.support.add(s, a)
         self.steps += 1
         if len(self.buffer) < self.hp["learning_starts"]:
             return
@@ -331,7 +334,7 @@ class DvfoAgent(LearnerThread, Policy):
         for s, a, r, s2, done in transitions:
             self.buffer.add(np.asarray(s, np.float32), np.asarray(a, np.int64), float(r),
                             np.asarray(s2, np.float32), bool(done))
-            self.support.add(np.asarray(s, np.float32), int(np.asarray(a)[XI]))
+            self.support.add(np.asarray(s, np.float32), np.asarray(a, np.int64))
             n += 1
         if n == 0 or len(self.buffer) == 0:
             raise ValueError("learn_offline needs at least one transition")
@@ -352,6 +355,7 @@ class DvfoAgent(LearnerThread, Policy):
                     "q_avg": {k: v.clone() for k, v in self.q_avg.state_dict().items()},
                     "steps": int(self.steps), "updates": int(self.updates),
                     "support": torch.as_tensor(self.support.counts.copy()),
+                    "joint_support": torch.as_tensor(self.support.joint.copy()),
                     "local_blind": bool(self.hp["local_blind"]), "last_frame": bool(self.hp["last_frame"])}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -373,6 +377,10 @@ class DvfoAgent(LearnerThread, Policy):
                 self.support.counts = np.asarray(state["support"], np.int64).copy()
             else:                            # a checkpoint from before the guard: no guard
                 self.support.counts[...] = max(self.hp["min_support"], 1)
+            if "joint_support" in state and tuple(state["joint_support"].shape) == self.support.joint.shape:
+                self.support.joint = np.asarray(state["joint_support"], np.int32).copy()
+            else:                            # a checkpoint from before the joint guard: no joint guard
+                self.support.joint[...] = max(self.hp["joint_support"], 1)
         self._publish()
 
 

@@ -205,24 +205,33 @@ class ReplayBuffer:
 
 
 class NetworkSupport:
-    """Training frames per (bandwidth bin, RTT bin, xi level): the state's two log-scaled network
-    features (each in [0, 1]) cut into ``bins`` equal bins. ``seen`` says at which xi levels the agent
-    has enough experience under a state's network conditions (xi = 0, running locally, always)."""
+    """Training frames per (bandwidth bin, RTT bin, xi level) and per (bandwidth bin, RTT bin, joint action):
+    the state's two log-scaled network features (each in [0, 1]) cut into ``bins`` equal bins. ``seen`` says
+    at which xi levels, ``seen_joint`` at which joint actions, the agent has enough experience under a
+    state's network conditions (running locally, xi = 0, always)."""
 
-    def __init__(self, xi_levels: int, bins: int = 10) -> None:
+    def __init__(self, branches: Sequence[int], bins: int = 10) -> None:
         if bins < 1:
             raise ValueError("support_bins must be >= 1")
-        self.counts = np.zeros((int(bins), int(bins), int(xi_levels)), np.int64)
+        self.counts = np.zeros((int(bins), int(bins), int(branches[-1])), np.int64)
+        self.joint = np.zeros((int(bins), int(bins)) + tuple(int(b) for b in branches), np.int32)
 
     def cell(self, state: np.ndarray) -> Tuple[int, int]:
         n = self.counts.shape[0]
         bw, rtt = (min(max(int(float(state[i]) * n), 0), n - 1) for i in _NET)
         return bw, rtt
 
-    def add(self, state: np.ndarray, xi_level: int) -> None:
-        self.counts[self.cell(state) + (int(xi_level),)] += 1
+    def add(self, state: np.ndarray, action: Sequence[int]) -> None:
+        cell = self.cell(state)
+        self.counts[cell + (int(action[-1]),)] += 1
+        self.joint[cell + tuple(int(x) for x in action)] += 1
 
     def seen(self, state: np.ndarray, minimum: int) -> np.ndarray:
         ok = self.counts[self.cell(state)] >= int(minimum)
         ok[0] = True
+        return ok
+
+    def seen_joint(self, state: np.ndarray, minimum: int) -> np.ndarray:
+        ok = self.joint[self.cell(state)] >= int(minimum)
+        ok[..., 0] = True
         return ok
