@@ -339,10 +339,32 @@ def test_trained_dvfo_offloads_only_where_it_has_seen_offloading_pay_and_by_a_ma
     again = load_policy(path)
     again.train(False)
     assert again.act(s)[3] == 2 and again.act(fast)[3] == 0    # the counts travel with the checkpoint
-    unguarded = make_policy("dvfo", env.action_space, seed=0, hidden=16, min_support=0)
+    unguarded = make_policy("dvfo", env.action_space, seed=0, hidden=16, min_support=0, joint_support=0)
     _offload_favoured(unguarded, 0.5)
     unguarded.train(False)
     assert unguarded.act(fast)[3] == 2
+
+
+def test_trained_dvfo_offloads_only_at_clocks_it_has_tried_with_that_offload(tmp_path):
+    """joint_support: an xi taken often enough under these network conditions is not enough; once trained,
+    DVFO offloads only at a joint action (clocks and xi) it took joint_support times there."""
+    env = SimEnv(seed=21)
+    agent = make_policy("dvfo", env.action_space, seed=0, hidden=16, min_support=0, joint_support=3)
+    s = env.reset()
+    _offload_favoured(agent, 0.5)                             # every clock setting at xi level 2 ties
+    agent.train(False)
+    assert agent.act(s)[3] == 0                               # no joint action at xi = 2 tried here
+    tried = (1, 2, 3, 2)
+    for _ in range(2):
+        agent.support.add(s, tried)
+    assert agent.act(s)[3] == 0                               # twice is not enough
+    agent.support.add(s, tried)
+    assert tuple(agent.act(s)) == tried                       # the one tried three times, not (0, 0, 0, 2)
+    path = str(tmp_path / "j.pt")
+    agent.save(path)
+    again = load_policy(path)
+    again.train(False)
+    assert tuple(again.act(s)) == tried                       # the joint counts travel with the checkpoint
 
 
 def test_mixed_exploration_keeps_running_locally_while_the_greedy_policy_offloads():

@@ -1,5 +1,6 @@
 """The DVFO agent's parts: the xi-conditioned joint Q-table network, the shared replay buffer and the
-count of training frames per network condition and offload ratio that guards offloading at deployment.
+count of training frames per network condition and offload ratio (and joint action) that guards offloading
+at deployment.
 
 The math is in ``dvfo.py``'s docstring; this file only holds the data structures.
 """
@@ -221,7 +222,7 @@ class NetworkSupport:
         bw, rtt = (min(max(int(float(state[i]) * n), 0), n - 1) for i in _NET)
         return bw, rtt
 
-    def add(self, state: np.ndarray, action: Sequence[int]) -> None:
+    def add(self, state: np.ndarray, action: "Sequence[int] | np.ndarray") -> None:
         cell = self.cell(state)
         self.counts[cell + (int(action[-1]),)] += 1
         self.joint[cell + tuple(int(x) for x in action)] += 1
