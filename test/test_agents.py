@@ -387,7 +387,8 @@ def test_a_trained_policy_acts_on_the_average_of_its_recent_weights():
     """Once trained, decisions come from the Polyak average of the online net (less SGD noise in the
     clock choices); while training, from the online net. Offline training moves the average too."""
     env = SimEnv(seed=8)
-    agent = make_policy("dvfo_sequential", env.action_space, seed=2, offload_margin=0.0, min_support=0, **SMALL)
+    agent = make_policy("dvfo_sequential", env.action_space, seed=2, offload_margin=0.0, min_support=0,
+                       joint_support=0, **SMALL)
     init = agent.q_avg.out.weight.detach().clone()
     rollout(env, agent, 300, learn=True)
     online, avg = agent.q.out.weight.detach(), agent.q_avg.out.weight.detach()
